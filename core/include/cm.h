@@ -1,0 +1,18 @@
+/* cm.h: the cymongoose C core.  One event loop (cm/mgr.h), many connections
+ * (cm/conn.h), protocols that plug into connections (cm/http.h), timers and
+ * a thread-safe wakeup channel.  No Python here: usable from C alone. */
+#ifndef CM_H
+#define CM_H
+
+#include "cm/base.h"
+#include "cm/conn.h"
+#include "cm/event.h"
+#include "cm/http.h"
+#include "cm/iobuf.h"
+#include "cm/log.h"
+#include "cm/mgr.h"
+#include "cm/timer.h"
+#include "cm/url.h"
+#include "cm/wakeup.h"
+
+#endif /* CM_H */

@@ -1,0 +1,84 @@
+/* cm/http.h: HTTP/1.1 (RFC 9112): a pure message parser, and the protocol
+ * handler that turns a connection's bytes into CM_EV_HTTP_HDRS/HTTP_MSG.
+ *
+ * Server side: requests on one connection are answered in order.  After
+ * CM_EV_HTTP_MSG the next pipelined request is parsed only once the response
+ * is finished (cm_http_reply, or cm_http_end after raw cm_send calls); a
+ * response may be finished later, from another event (a wakeup), and the
+ * connection then resumes.  "Connection: close" (or HTTP/1.0 without
+ * keep-alive) drains the connection after its response. */
+#ifndef CM_HTTP_H
+#define CM_HTTP_H
+
+#include "base.h"
+#include "event.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct cm_mgr;
+struct cm_conn;
+
+#define CM_HTTP_MAX_HEADERS 30 /* headers kept per message; more are ignored */
+
+struct cm_http_header {
+  struct cm_str name;  /* as sent */
+  struct cm_str value; /* surrounding whitespace removed */
+};
+
+/* A parsed message.  Every slice points into the buffer given to the parser
+ * (for events: into c->recv), valid only during the event. */
+struct cm_http_msg {
+  struct cm_str method;  /* request method; for a response: "HTTP/1.1" */
+  struct cm_str uri;     /* request target without query; response: "200" */
+  struct cm_str query;   /* after '?', without it; empty if none */
+  struct cm_str proto;   /* "HTTP/1.1"; for a response: the reason phrase */
+  struct cm_http_header headers[CM_HTTP_MAX_HEADERS];
+  size_t num_headers;    /* headers kept (at most CM_HTTP_MAX_HEADERS) */
+  struct cm_str body;    /* body (de-chunked); empty until complete */
+  struct cm_str head;    /* start line and headers, up to the blank line */
+  struct cm_str message; /* head and body as received */
+  int64_t content_length; /* Content-Length, or -1 if absent */
+  bool is_response;      /* parsed a status line */
+  bool is_chunked;       /* Transfer-Encoding: chunked */
+  bool keep_alive;       /* connection persists after this message */
+};
+
+/* Parse the head of a request or response in buf[0..len).  Pure: no
+ * allocation, no connection; fills `hm` with slices into `buf`.
+ * Returns the head length (through the blank line) when complete, 0 when
+ * more bytes are needed, -1 when the bytes can never form a valid head
+ * (control characters, bad request line, conflicting framing headers). */
+int cm_http_parse(const char *buf, size_t len, struct cm_http_msg *hm);
+/* The value of the first header named `name` (ASCII case-insensitive), or
+ * NULL.  Points into `hm`. */
+const struct cm_str *cm_http_header(const struct cm_http_msg *hm, const char *name);
+/* Reason phrase for a status code ("OK", "Not Found"), "" if unknown. */
+const char *cm_http_reason(int status);
+
+/* Listen with the HTTP server protocol on every accepted connection.
+ * Same contract as cm_listen(). */
+struct cm_conn *cm_http_listen(struct cm_mgr *mgr, const char *url, cm_handler_fn fn, void *fn_data);
+/* Connect with the HTTP client protocol.  Nothing is sent: the application
+ * writes its request (usually on CM_EV_CONNECT); responses arrive as
+ * CM_EV_HTTP_MSG.  Same contract as cm_connect(). */
+struct cm_conn *cm_http_connect(struct cm_mgr *mgr, const char *url, cm_handler_fn fn, void *fn_data);
+/* The HTTP protocol handler, for setting c->pfn by hand. */
+void cm_http_handler(struct cm_conn *c, int ev, void *ev_data);
+
+/* Send a complete response: "HTTP/1.1 <status> <reason>\r\n", then
+ * `headers` (zero or more complete "Name: value\r\n" lines, copied as they
+ * are; the caller has validated them), "Content-Length: <len>\r\n\r\n" and
+ * `len` body bytes, then finish the response (cm_http_end).  Returns false if
+ * nothing could be queued. */
+bool cm_http_reply(struct cm_conn *c, int status, const char *headers, size_t headers_len,
+                   const void *body, size_t len);
+/* Finish the current response after raw cm_send() calls: apply
+ * "Connection: close", and let the next pipelined request through. */
+void cm_http_end(struct cm_conn *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CM_HTTP_H */

@@ -1,0 +1,57 @@
+/* internal.h: declarations shared between core files; not installed, not
+ * part of the API.  Internal non-static names start with cm__. */
+#ifndef CM_INTERNAL_H
+#define CM_INTERNAL_H
+
+#include "cm.h"
+
+#define CM_IO_STEP 16384             /* iobuf growth step, and read size */
+#define CM_RECV_CAP (3u << 20)       /* default recv limit (3 MiB) */
+#define CM_SEND_HIWAT (4u << 20)     /* default: pause reading above 4 MiB unsent */
+#define CM_MAX_EVENTS 256            /* epoll events taken per wait */
+#define CM_MAX_ACCEPTS 32            /* accepts per listener per iteration */
+
+/* poll_epoll.c: the only file that calls epoll_*. */
+int cm__poller_init(struct cm_mgr *mgr);
+void cm__poller_free(struct cm_mgr *mgr);
+/* Register, change or drop the interest of c->fd: CM__IN/CM__OUT bits. */
+enum { CM__IN = 1, CM__OUT = 2 };
+int cm__poller_set(struct cm_mgr *mgr, struct cm_conn *c, unsigned mask);
+void cm__poller_del(struct cm_mgr *mgr, struct cm_conn *c);
+/* Wait up to `ms` (negative: forever); fills `out` with the connections that
+ * fired (readable/writable flags set on them).  Returns the count, 0 on
+ * timeout or EINTR. */
+int cm__poller_wait(struct cm_mgr *mgr, int ms, struct cm_conn **out, int max);
+
+/* conn.c: connection life. */
+struct cm_conn *cm__conn_new(struct cm_mgr *mgr, int fd);
+void cm__conn_free(struct cm_conn *c);
+void cm__conn_pending(struct cm_conn *c);
+
+/* sock.c: sockets. */
+struct cm_conn *cm__listen(struct cm_mgr *mgr, const char *url, cm_handler_fn pfn, cm_handler_fn fn,
+                           void *fn_data);
+struct cm_conn *cm__connect(struct cm_mgr *mgr, const char *url, cm_handler_fn pfn, cm_handler_fn fn,
+                            void *fn_data);
+void cm__sock_io(struct cm_conn *c);   /* handle readiness of a socket conn */
+bool cm__sock_flush(struct cm_conn *c); /* write what c->send holds; false on error */
+void cm__sock_close(struct cm_conn *c);
+
+/* timer.c: the heap, driven by mgr.c. */
+void cm__timers_schedule_new(struct cm_mgr *mgr);
+int cm__timers_timeout(struct cm_mgr *mgr, int ms);
+void cm__timers_run(struct cm_mgr *mgr);
+void cm__timers_free(struct cm_mgr *mgr);
+
+/* wakeup.c */
+void cm__wakeup_free(struct cm_mgr *mgr);
+
+/* idmap.c: open-addressing hash of id -> connection. */
+struct cm_idmap;
+struct cm_idmap *cm__idmap_new(void);
+void cm__idmap_free(struct cm_idmap *m);
+bool cm__idmap_put(struct cm_idmap *m, uint64_t id, struct cm_conn *c);
+struct cm_conn *cm__idmap_get(const struct cm_idmap *m, uint64_t id);
+void cm__idmap_del(struct cm_idmap *m, uint64_t id);
+
+#endif /* CM_INTERNAL_H */
