@@ -1,0 +1,97 @@
+/* conn.c: connection life (creation, the pending list, close/drain/error,
+ * dispatch).  Sockets themselves are sock.c's business. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct cm_conn *cm__conn_new(struct cm_mgr *mgr, int fd) {
+  struct cm_conn *c = calloc(1, sizeof(*c));
+  if (c == NULL) return NULL;
+  c->mgr = mgr;
+  c->fd = fd;
+  c->id = mgr->next_id + 1;
+  if (!cm__idmap_put(mgr->ids, c->id, c)) {
+    free(c);
+    return NULL;
+  }
+  mgr->next_id = c->id; /* consumed only on success, still never reused */
+  cm_iobuf_init(&c->recv, mgr->recv_cap);
+  cm_iobuf_init(&c->send, mgr->send_cap);
+  c->next = mgr->conns;
+  if (mgr->conns != NULL) mgr->conns->prev = c;
+  mgr->conns = c;
+  mgr->nconns++;
+  return c;
+}
+
+void cm__conn_free(struct cm_conn *c) {
+  struct cm_mgr *mgr = c->mgr;
+  if (c->prev != NULL) c->prev->next = c->next;
+  else mgr->conns = c->next;
+  if (c->next != NULL) c->next->prev = c->prev;
+  mgr->nconns--;
+  cm__idmap_del(mgr->ids, c->id);
+  if (c->fd >= 0) {
+    cm__poller_del(mgr, c);
+    close(c->fd);
+  }
+  cm_iobuf_free(&c->recv);
+  cm_iobuf_free(&c->send);
+  memset(c, 0, sizeof(*c)); /* a stale pointer then reads zeros, not data */
+  free(c);
+}
+
+void cm__touch(struct cm_conn *c) {
+  if (c->is_pending) return;
+  c->is_pending = 1;
+  c->next_pending = c->mgr->pending;
+  c->mgr->pending = c;
+}
+
+void cm_call(struct cm_conn *c, int ev, void *ev_data) {
+  /* The protocol first: it consumes input and fires typed events before the
+   * user sees the raw event for the same bytes. */
+  if (c->pfn != NULL) c->pfn(c, ev, ev_data);
+  if (c->fn != NULL) c->fn(c, ev, ev_data);
+}
+
+void cm_close(struct cm_conn *c) {
+  if (c->is_closing) return;
+  c->is_closing = 1;
+  cm__touch(c);
+}
+
+void cm_drain(struct cm_conn *c) {
+  c->is_draining = 1;
+  cm__touch(c);
+}
+
+void cm_resume(struct cm_conn *c) {
+  c->want_resume = 1;
+  cm__touch(c);
+}
+
+void cm_error(struct cm_conn *c, const char *fmt, ...) {
+  char msg[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  CM_ERROR("conn %llu: %s", (unsigned long long) c->id, msg);
+  /* Closing before the event, so the handler sees is_closing set. */
+  cm_close(c);
+  cm_call(c, CM_EV_ERROR, msg);
+}
+
+bool cm_send(struct cm_conn *c, const void *buf, size_t len) {
+  if (c->is_closing) return false;
+  if (c->is_udp) return cm__sock_sendto(c, buf, len);
+  if (len == 0) return true;
+  if (cm_iobuf_add(&c->send, buf, len) != 0) return false;
+  cm__touch(c);
+  return true;
+}

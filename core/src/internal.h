@@ -26,7 +26,6 @@ int cm__poller_wait(struct cm_mgr *mgr, int ms, struct cm_conn **out, int max);
 /* conn.c: connection life. */
 struct cm_conn *cm__conn_new(struct cm_mgr *mgr, int fd);
 void cm__conn_free(struct cm_conn *c);
-void cm__conn_pending(struct cm_conn *c);
 
 /* sock.c: sockets. */
 struct cm_conn *cm__listen(struct cm_mgr *mgr, const char *url, cm_handler_fn pfn, cm_handler_fn fn,
@@ -35,7 +34,7 @@ struct cm_conn *cm__connect(struct cm_mgr *mgr, const char *url, cm_handler_fn p
                             void *fn_data);
 void cm__sock_io(struct cm_conn *c);   /* handle readiness of a socket conn */
 bool cm__sock_flush(struct cm_conn *c); /* write what c->send holds; false on error */
-void cm__sock_close(struct cm_conn *c);
+bool cm__sock_sendto(struct cm_conn *c, const void *buf, size_t len); /* UDP datagram to c->rem */
 
 /* timer.c: the heap, driven by mgr.c. */
 void cm__timers_schedule_new(struct cm_mgr *mgr);
@@ -44,6 +43,8 @@ void cm__timers_run(struct cm_mgr *mgr);
 void cm__timers_free(struct cm_mgr *mgr);
 
 /* wakeup.c */
+void cm__wakeup_drain(struct cm_conn *c); /* the eventfd fired: reset it */
+void cm__wakeup_deliver(struct cm_mgr *mgr); /* fire every queued message */
 void cm__wakeup_free(struct cm_mgr *mgr);
 
 /* idmap.c: open-addressing hash of id -> connection. */

@@ -1,0 +1,153 @@
+/* mgr.c: the manager and its loop: the phases of cm_mgr_poll (documented in
+ * cm/mgr.h), the pending list, deferred close, and shutdown.  It knows
+ * nothing of HTTP or any other protocol: those are c->pfn. */
+#include <limits.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+uint64_t cm_millis(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  /* +1: 0 never appears, so callers may use it as "unset". */
+  return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u + 1u;
+}
+
+int cm_mgr_init(struct cm_mgr *mgr) {
+  memset(mgr, 0, sizeof(*mgr));
+  mgr->epfd = -1;
+  mgr->recv_cap = CM_RECV_CAP;
+  mgr->send_hiwat = CM_SEND_HIWAT;
+  mgr->ids = cm__idmap_new();
+  if (mgr->ids == NULL) return -CM_ENOMEM;
+  if (cm__poller_init(mgr) != 0) {
+    cm__idmap_free(mgr->ids);
+    mgr->ids = NULL;
+    return -CM_EIO;
+  }
+  mgr->now = cm_millis();
+  return 0;
+}
+
+struct cm_conn *cm_mgr_find(struct cm_mgr *mgr, uint64_t id) {
+  struct cm_conn *c = mgr->ids != NULL ? cm__idmap_get(mgr->ids, id) : NULL;
+  return (c != NULL && !c->is_internal) ? c : NULL;
+}
+
+/* The epoll interest a connection wants now. */
+static unsigned wanted_mask(struct cm_conn *c) {
+  if (c->is_internal || c->is_listening) return CM__IN;
+  if (c->is_connecting) return CM__OUT;
+  /* Back-pressure: a peer that sends requests but does not read answers
+   * stops being read once too much is queued for it. */
+  c->is_full = c->mgr->send_hiwat > 0 && c->send.len >= c->mgr->send_hiwat;
+  return (c->is_full ? 0u : CM__IN) | (c->send.len > 0 ? CM__OUT : 0u);
+}
+
+static void close_conn(struct cm_conn *c) {
+  cm_call(c, CM_EV_CLOSE, NULL); /* buffers are still readable here */
+  cm__conn_free(c);
+}
+
+/* Bring one touched connection up to date: resume a protocol, flush, close
+ * when closing (or drained), else apply its interest. */
+static void settle(struct cm_conn *c) {
+  if (c->want_resume && !c->is_closing) {
+    long n = 0;
+    c->want_resume = 0;
+    cm_call(c, CM_EV_READ, &n);
+  }
+  if (!c->is_closing && !c->is_listening && !c->is_connecting && c->fd >= 0 && c->send.len > 0)
+    cm__sock_flush(c);
+  if (c->is_draining && c->send.len == 0) c->is_closing = 1;
+  if (c->is_closing) {
+    close_conn(c);
+    return;
+  }
+  if (c->fd >= 0) cm__poller_set(c->mgr, c, wanted_mask(c));
+  c->is_pending = 0;
+}
+
+/* The pending phase.  Connections touched while it runs (a resumed protocol
+ * answering, a handler closing another connection) wait for the next one;
+ * the wait is then skipped, so they are not delayed. */
+static void run_pending(struct cm_mgr *mgr) {
+  struct cm_conn *list = mgr->pending;
+  mgr->pending = NULL;
+  while (list != NULL) {
+    struct cm_conn *c = list;
+    list = c->next_pending;
+    c->next_pending = NULL;
+    /* is_pending stays set during settle() so its own work does not queue
+     * it again; settle() clears it (or frees c). */
+    settle(c);
+  }
+}
+
+static void io_phase(struct cm_mgr *mgr, int timeout) {
+  struct cm_conn *fired[CM_MAX_EVENTS];
+  bool sleeping = timeout != 0 && mgr->sleep_fn != NULL;
+  if (sleeping) mgr->sleep_fn(mgr, true, mgr->sleep_arg);
+  int n = cm__poller_wait(mgr, timeout, fired, CM_MAX_EVENTS);
+  if (sleeping) mgr->sleep_fn(mgr, false, mgr->sleep_arg);
+  mgr->now = cm_millis();
+  /* Nothing is freed before the pending phase, so every pointer in fired[]
+   * stays valid while handlers run, whatever they close. */
+  for (int i = 0; i < n; i++) {
+    struct cm_conn *c = fired[i];
+    if (c == mgr->wakeup_conn) {
+      cm__wakeup_drain(c);
+      mgr->wakeup_fired = true;
+    } else if (!c->is_closing) {
+      cm__sock_io(c);
+      cm__touch(c);
+    }
+  }
+}
+
+static void poll_phase(struct cm_mgr *mgr) {
+  uint64_t now = mgr->now;
+  /* New connections are linked at the head, so ones created by a POLL
+   * handler are not visited in this walk. */
+  for (struct cm_conn *c = mgr->conns; c != NULL; c = c->next) {
+    if (!c->is_internal) cm_call(c, CM_EV_POLL, &now);
+  }
+}
+
+int cm_mgr_poll(struct cm_mgr *mgr, int ms) {
+  if (mgr->in_poll || mgr->epfd < 0) return -CM_EINVAL;
+  mgr->in_poll = true;
+  mgr->now = cm_millis();
+  run_pending(mgr);
+  cm__timers_schedule_new(mgr);
+  int timeout = mgr->pending != NULL ? 0 : cm__timers_timeout(mgr, ms);
+  io_phase(mgr, timeout);
+  if (mgr->wakeup_fired) {
+    mgr->wakeup_fired = false;
+    cm__wakeup_deliver(mgr);
+  }
+  cm__timers_run(mgr);
+  poll_phase(mgr);
+  run_pending(mgr);
+  mgr->in_poll = false;
+  return 0;
+}
+
+void cm_mgr_free(struct cm_mgr *mgr) {
+  if (mgr->epfd < 0 && mgr->conns == NULL) return; /* already freed */
+  cm__timers_free(mgr);
+  uint64_t now = cm_millis();
+  struct cm_conn *c;
+  for (c = mgr->conns; c != NULL; c = c->next) c->is_closing = 1;
+  for (c = mgr->conns; c != NULL; c = c->next) {
+    if (!c->is_internal) cm_call(c, CM_EV_POLL, &now);
+  }
+  cm__wakeup_free(mgr); /* detaches its eventfd from the internal conn */
+  mgr->pending = NULL;
+  /* Handlers may open connections while others close; loop until none. */
+  while (mgr->conns != NULL) close_conn(mgr->conns);
+  cm__idmap_free(mgr->ids);
+  mgr->ids = NULL;
+  cm__poller_free(mgr);
+}

@@ -1,0 +1,297 @@
+/* sock.c: BSD sockets: listen, connect, accept, read, write, UDP.  The loop
+ * (mgr.c) calls cm__sock_io() for each connection whose fd fired. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static socklen_t to_sockaddr(const struct cm_addr *a, struct sockaddr_storage *ss) {
+  memset(ss, 0, sizeof(*ss));
+  if (a->is_ip6) {
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *) ss;
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons(a->port);
+    s6->sin6_scope_id = a->scope_id;
+    memcpy(&s6->sin6_addr, a->ip, 16);
+    return sizeof(*s6);
+  }
+  struct sockaddr_in *s4 = (struct sockaddr_in *) ss;
+  s4->sin_family = AF_INET;
+  s4->sin_port = htons(a->port);
+  memcpy(&s4->sin_addr, a->ip, 4);
+  return sizeof(*s4);
+}
+
+static void from_sockaddr(const struct sockaddr_storage *ss, struct cm_addr *a) {
+  memset(a, 0, sizeof(*a));
+  if (ss->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *) ss;
+    a->is_ip6 = true;
+    a->port = ntohs(s6->sin6_port);
+    a->scope_id = s6->sin6_scope_id;
+    memcpy(a->ip, &s6->sin6_addr, 16);
+  } else if (ss->ss_family == AF_INET) {
+    const struct sockaddr_in *s4 = (const struct sockaddr_in *) ss;
+    a->port = ntohs(s4->sin_port);
+    memcpy(a->ip, &s4->sin_addr, 4);
+  }
+}
+
+static void read_local(struct cm_conn *c) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  if (getsockname(c->fd, (struct sockaddr *) &ss, &len) == 0) from_sockaddr(&ss, &c->loc);
+}
+
+static bool is_udp_url(const char *url) { return strncasecmp(url, "udp:", 4) == 0; }
+
+static int open_socket(const struct cm_addr *a, bool udp) {
+  int type = (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC;
+  return socket(a->is_ip6 ? AF_INET6 : AF_INET, type, 0);
+}
+
+static int bind_listen(int fd, const struct cm_addr *a, bool udp) {
+  struct sockaddr_storage ss;
+  socklen_t len = to_sockaddr(a, &ss);
+  int on = 1;
+  /* Restarting a server must not wait out TIME_WAIT of the old one. */
+  if (!udp) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+  if (bind(fd, (struct sockaddr *) &ss, len) != 0) return -1;
+  return udp ? 0 : listen(fd, SOMAXCONN);
+}
+
+struct cm_conn *cm__listen(struct cm_mgr *mgr, const char *url, cm_handler_fn pfn, cm_handler_fn fn,
+                           void *fn_data) {
+  struct cm_addr a;
+  if (mgr->epfd < 0 || url == NULL || !cm_url_addr(url, &a)) {
+    CM_ERROR("listen: bad address %s", url != NULL ? url : "(null)");
+    return NULL;
+  }
+  bool udp = is_udp_url(url);
+  int fd = open_socket(&a, udp);
+  if (fd < 0 || bind_listen(fd, &a, udp) != 0) {
+    CM_ERROR("listen %s: errno %d", url, errno);
+    if (fd >= 0) close(fd);
+    return NULL;
+  }
+  struct cm_conn *c = cm__conn_new(mgr, fd);
+  if (c == NULL) {
+    close(fd);
+    return NULL;
+  }
+  c->is_listening = 1;
+  c->is_udp = udp;
+  c->is_tls = cm_url_is_ssl(url);
+  c->pfn = pfn;
+  c->fn = fn;
+  c->fn_data = fn_data;
+  read_local(c);
+  cm__poller_set(mgr, c, CM__IN);
+  CM_INFO("conn %llu: listening on %s", (unsigned long long) c->id, url);
+  cm_call(c, CM_EV_OPEN, NULL);
+  return c;
+}
+
+/* Start the socket-level connect of a client whose c->rem is known. */
+static void start_connect(struct cm_conn *c) {
+  struct sockaddr_storage ss;
+  socklen_t len = to_sockaddr(&c->rem, &ss);
+  c->fd = open_socket(&c->rem, c->is_udp);
+  if (c->fd < 0) {
+    cm_error(c, "socket error");
+    return;
+  }
+  if (!c->is_udp) {
+    int on = 1; /* requests and replies are small writes: don't wait for ACKs */
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+  }
+  int rc = connect(c->fd, (struct sockaddr *) &ss, len);
+  if (rc != 0 && errno == EINPROGRESS && !c->is_udp) {
+    c->is_connecting = 1;
+    cm__poller_set(c->mgr, c, CM__OUT);
+    return;
+  }
+  if (rc != 0) {
+    cm_error(c, "socket error");
+    return;
+  }
+  read_local(c);
+  cm__poller_set(c->mgr, c, CM__IN);
+  cm__touch(c);
+  cm_call(c, CM_EV_CONNECT, NULL);
+}
+
+struct cm_conn *cm__connect(struct cm_mgr *mgr, const char *url, cm_handler_fn pfn, cm_handler_fn fn,
+                            void *fn_data) {
+  if (mgr->epfd < 0 || url == NULL || url[0] == '\0') return NULL;
+  struct cm_conn *c = cm__conn_new(mgr, -1);
+  if (c == NULL) return NULL;
+  c->is_client = 1;
+  c->is_udp = is_udp_url(url);
+  c->is_tls = cm_url_is_ssl(url);
+  c->pfn = pfn;
+  c->fn = fn;
+  c->fn_data = fn_data;
+  cm_call(c, CM_EV_OPEN, NULL);
+  if (c->is_closing) return c;
+  if (!cm_url_addr(url, &c->rem)) {
+    /* Names need the resolver; until a lookup exists, fail the way a
+     * failed lookup does: through the error path, never by blocking. */
+    struct cm_url u;
+    cm_url_split(url, &u);
+    cm_error(c, "%.*s DNS lookup failed", (int) u.host.len, u.host.buf != NULL ? u.host.buf : "");
+    return c;
+  }
+  cm_call(c, CM_EV_RESOLVE, NULL);
+  if (!c->is_closing) start_connect(c);
+  return c;
+}
+
+static void finish_connect(struct cm_conn *c) {
+  int err = 0;
+  socklen_t len = sizeof(err);
+  if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+  if (err == EINPROGRESS) return; /* spurious wakeup */
+  if (err != 0) {
+    cm_error(c, "socket error");
+    return;
+  }
+  c->is_connecting = 0;
+  read_local(c);
+  cm_call(c, CM_EV_CONNECT, NULL);
+}
+
+static void accept_one(struct cm_conn *lsn, int fd, const struct sockaddr_storage *ss) {
+  struct cm_conn *c = cm__conn_new(lsn->mgr, fd);
+  if (c == NULL) {
+    close(fd);
+    return;
+  }
+  int on = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+  c->is_accepted = 1;
+  c->is_tls = lsn->is_tls;
+  c->fn = lsn->fn;
+  c->fn_data = lsn->fn_data;
+  c->pfn = lsn->pfn;
+  from_sockaddr(ss, &c->rem);
+  read_local(c);
+  cm__poller_set(c->mgr, c, CM__IN);
+  cm__touch(c);
+  cm_call(c, CM_EV_OPEN, lsn);
+  cm_call(c, CM_EV_ACCEPT, NULL);
+}
+
+static void accept_conns(struct cm_conn *lsn) {
+  /* A cap per readiness event keeps one busy listener from starving the
+   * connections it already has. */
+  for (int i = 0; i < CM_MAX_ACCEPTS && !lsn->is_closing; i++) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int fd = accept4(lsn->fd, (struct sockaddr *) &ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+        CM_ERROR("conn %llu: accept: errno %d", (unsigned long long) lsn->id, errno);
+      return;
+    }
+    accept_one(lsn, fd, &ss);
+  }
+}
+
+/* Peer went away (EOF, reset): a normal close, not an error (SPEC 2.4). */
+static bool peer_gone(int err) { return err == ECONNRESET || err == EPIPE || err == ESHUTDOWN; }
+
+static void read_stream(struct cm_conn *c) {
+  int rc = cm_iobuf_reserve(&c->recv, CM_IO_STEP);
+  if (rc != 0) {
+    cm_error(c, rc == -CM_EFULL ? "MG_MAX_RECV_SIZE" : "OOM");
+    return;
+  }
+  ssize_t n = recv(c->fd, cm_iobuf_data(&c->recv) + c->recv.len, cm_iobuf_room(&c->recv), 0);
+  if (n > 0) {
+    long got = (long) n;
+    cm_iobuf_commit(&c->recv, (size_t) n);
+    cm_call(c, CM_EV_READ, &got);
+  } else if (n == 0 || peer_gone(errno)) {
+    cm_close(c);
+  } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+    cm_error(c, "socket error");
+  }
+}
+
+static void read_datagram(struct cm_conn *c) {
+  int rc = cm_iobuf_reserve(&c->recv, 65536); /* the largest datagram */
+  if (rc != 0) {
+    cm_error(c, rc == -CM_EFULL ? "MG_MAX_RECV_SIZE" : "OOM");
+    return;
+  }
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  ssize_t n = recvfrom(c->fd, cm_iobuf_data(&c->recv) + c->recv.len, cm_iobuf_room(&c->recv), 0,
+                       (struct sockaddr *) &ss, &len);
+  if (n < 0) {
+    /* ECONNREFUSED: an ICMP error from an earlier datagram; not fatal. */
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNREFUSED)
+      cm_error(c, "socket error");
+    return;
+  }
+  long got = (long) n;
+  from_sockaddr(&ss, &c->rem); /* replies go to the last sender */
+  cm_iobuf_commit(&c->recv, (size_t) n);
+  cm_call(c, CM_EV_READ, &got);
+}
+
+bool cm__sock_flush(struct cm_conn *c) {
+  while (c->send.len > 0 && !c->is_closing) {
+    ssize_t n = send(c->fd, cm_iobuf_data(&c->send), c->send.len, MSG_NOSIGNAL);
+    if (n > 0) {
+      long sent = (long) n;
+      cm_iobuf_consume(&c->send, (size_t) n);
+      cm_call(c, CM_EV_WRITE, &sent);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      return true;
+    } else {
+      if (n < 0 && peer_gone(errno)) cm_close(c);
+      else cm_error(c, "socket error");
+      return false;
+    }
+  }
+  return true;
+}
+
+bool cm__sock_sendto(struct cm_conn *c, const void *buf, size_t len) {
+  if (c->fd < 0) return false;
+  struct sockaddr_storage ss;
+  socklen_t sl = to_sockaddr(&c->rem, &ss);
+  ssize_t n = sendto(c->fd, buf, len, MSG_NOSIGNAL, (struct sockaddr *) &ss, sl);
+  return n == (ssize_t) len;
+}
+
+void cm__sock_io(struct cm_conn *c) {
+  if (c->is_listening && !c->is_udp) {
+    accept_conns(c);
+  } else if (c->is_connecting) {
+    if (c->is_writable || c->is_readable) finish_connect(c);
+  } else if (c->is_udp) {
+    if (c->is_readable) read_datagram(c);
+  } else {
+    if (c->is_readable) read_stream(c);
+    if (c->is_writable && !c->is_closing) cm__sock_flush(c);
+  }
+}
+
+struct cm_conn *cm_listen(struct cm_mgr *mgr, const char *url, cm_handler_fn fn, void *fn_data) {
+  return cm__listen(mgr, url, NULL, fn, fn_data);
+}
+
+struct cm_conn *cm_connect(struct cm_mgr *mgr, const char *url, cm_handler_fn fn, void *fn_data) {
+  return cm__connect(mgr, url, NULL, fn, fn_data);
+}

@@ -31,6 +31,7 @@ extern int cm_test_passed;
     fn();                                       \
     cm_test_passed++;                           \
     printf("ok %d - %s\n", cm_test_passed, #fn); \
+    fflush(stdout);                             \
   } while (0)
 
 /* Print the summary line; use as `return cm_test_done();` in main. */

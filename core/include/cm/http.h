@@ -56,6 +56,13 @@ int cm_http_parse(const char *buf, size_t len, struct cm_http_msg *hm);
 const struct cm_str *cm_http_header(const struct cm_http_msg *hm, const char *name);
 /* Reason phrase for a status code ("OK", "Not Found"), "" if unknown. */
 const char *cm_http_reason(int status);
+/* Decode the chunk of a chunked body (RFC 9112 §7.1) that starts buf[0..len).
+ * Pure, like cm_http_parse.  Returns the chunk's encoded length (size line,
+ * data and its CRLF; for the last chunk, through the end of the trailer
+ * section), 0 when more bytes are needed, -1 when malformed.  On success the
+ * data is buf[*data_ofs .. *data_ofs + *data_len); *data_len == 0 means this
+ * was the last chunk. */
+int cm_http_dechunk(const char *buf, size_t len, size_t *data_ofs, size_t *data_len);
 
 /* Listen with the HTTP server protocol on every accepted connection.
  * Same contract as cm_listen(). */

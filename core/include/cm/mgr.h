@@ -33,6 +33,7 @@ extern "C" {
 #endif
 
 struct cm_conn;
+struct cm_idmap;
 struct cm_wakeup;
 
 /* Called just before (`sleeping` true) and just after (false) the blocking
@@ -60,9 +61,11 @@ struct cm_mgr {
   size_t nheap, heap_size;   /* used / allocated heap slots */
   uint64_t timer_seq;        /* next timer insertion number */
   struct cm_timer *new_timers; /* started since the last poll */
+  size_t nnew;               /* length of new_timers */
   struct cm_wakeup *wakeup;  /* cross-thread channel, NULL until enabled */
   struct cm_conn *wakeup_conn; /* internal connection over its eventfd */
   bool in_poll;              /* inside cm_mgr_poll: guards re-entry */
+  bool wakeup_fired;         /* the wakeup eventfd fired in this iteration */
 };
 
 /* Initialise `mgr` (caller-owned memory).  Returns 0, or a negative CM_E*

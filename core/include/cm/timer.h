@@ -33,7 +33,7 @@ struct cm_timer {
   /* private */
   uint64_t expire; /* deadline in cm_millis() time */
   uint64_t seq;    /* insertion order: equal deadlines fire FIFO */
-  size_t index;    /* heap slot; SIZE_MAX when not scheduled */
+  size_t slot;     /* heap index + 1; 0 when not in the heap */
   struct cm_timer *next_new; /* list of timers started since the last poll */
   bool is_new;               /* on that list */
 };
