@@ -37,6 +37,9 @@ static void compact(struct cm_iobuf *io) {
 static size_t grow_size(const struct cm_iobuf *io, size_t need) {
   if (need > SIZE_MAX - (CM_IO_STEP - 1)) return 0;
   size_t size = (need + CM_IO_STEP - 1) / CM_IO_STEP * CM_IO_STEP;
+  /* At least double: a 3 MiB body arriving 16 KiB at a time must cost
+   * O(n) copying, not O(n^2). */
+  if (io->size <= SIZE_MAX / 2 && size < io->size * 2) size = io->size * 2;
   if (io->cap != 0 && size > io->cap) size = io->cap;
   return size;
 }

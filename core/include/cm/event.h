@@ -46,7 +46,8 @@ enum cm_event {
 };
 
 /* "MG_EV_<NAME>" for a known event, "MG_EV_USER" / "MG_EV_USER+<n>" at or
- * above CM_EV_USER, else "MG_EV_UNKNOWN(<n>)".  The returned text lives in
+ * above CM_EV_USER, else "MG_EV_UNKNOWN(<n>)", reserved 20 and 21 included
+ * (the Python contract does not export them).  The returned text lives in
  * `buf` (at least 32 bytes) or in static storage. */
 const char *cm_event_name(int ev, char *buf, size_t size);
 
