@@ -25,8 +25,31 @@ struct cm_conn *cm__conn_new(struct cm_mgr *mgr, int fd) {
   if (mgr->conns != NULL) mgr->conns->prev = c;
   mgr->conns = c;
   mgr->nconns++;
+  cm_conn_set_poll(c, true);
   return c;
 }
+
+static void unlink_poller(struct cm_conn *c) {
+  if (!c->on_pollers) return;
+  if (c->prev_poller != NULL) c->prev_poller->next_poller = c->next_poller;
+  else c->mgr->pollers = c->next_poller;
+  if (c->next_poller != NULL) c->next_poller->prev_poller = c->prev_poller;
+  c->next_poller = c->prev_poller = NULL;
+  c->on_pollers = 0;
+}
+
+void cm_conn_set_poll(struct cm_conn *c, bool on) {
+  /* Turning it off only clears the flag; the poll walk unlinks lazily, so a
+   * handler can switch any connection off while the walk is under way. */
+  c->want_poll = on;
+  if (!on || c->on_pollers) return;
+  c->next_poller = c->mgr->pollers;
+  if (c->mgr->pollers != NULL) c->mgr->pollers->prev_poller = c;
+  c->mgr->pollers = c;
+  c->on_pollers = 1;
+}
+
+void cm__conn_unpoll(struct cm_conn *c) { unlink_poller(c); }
 
 void cm__conn_free(struct cm_conn *c) {
   struct cm_mgr *mgr = c->mgr;
@@ -34,6 +57,7 @@ void cm__conn_free(struct cm_conn *c) {
   else mgr->conns = c->next;
   if (c->next != NULL) c->next->prev = c->prev;
   mgr->nconns--;
+  unlink_poller(c);
   cm__idmap_del(mgr->ids, c->id);
   if (c->fd >= 0) {
     cm__poller_del(mgr, c);

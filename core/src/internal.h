@@ -26,6 +26,7 @@ int cm__poller_wait(struct cm_mgr *mgr, int ms, struct cm_conn **out, int max);
 /* conn.c: connection life. */
 struct cm_conn *cm__conn_new(struct cm_mgr *mgr, int fd);
 void cm__conn_free(struct cm_conn *c);
+void cm__conn_unpoll(struct cm_conn *c); /* drop from mgr->pollers */
 
 /* sock.c: sockets. */
 struct cm_conn *cm__listen(struct cm_mgr *mgr, const char *url, cm_handler_fn pfn, cm_handler_fn fn,

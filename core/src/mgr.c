@@ -108,10 +108,16 @@ static void io_phase(struct cm_mgr *mgr, int timeout) {
 
 static void poll_phase(struct cm_mgr *mgr) {
   uint64_t now = mgr->now;
-  /* New connections are linked at the head, so ones created by a POLL
-   * handler are not visited in this walk. */
-  for (struct cm_conn *c = mgr->conns; c != NULL; c = c->next) {
-    if (!c->is_internal) cm_call(c, CM_EV_POLL, &now);
+  /* Only connections that want POLL are on this list.  New ones are linked
+   * at the head, so ones created by a POLL handler wait for the next walk;
+   * ones switched off are unlinked here, where the walk holds no stale
+   * pointer (nothing is freed before the pending phase). */
+  struct cm_conn *c = mgr->pollers;
+  while (c != NULL) {
+    struct cm_conn *next = c->next_poller;
+    if (!c->want_poll) cm__conn_unpoll(c);
+    else if (!c->is_internal) cm_call(c, CM_EV_POLL, &now);
+    c = next;
   }
 }
 

@@ -53,6 +53,7 @@ uint64_t cm_wakeup_init(struct cm_mgr *mgr) {
   atomic_init(&w->refs, 1); /* the manager's reference */
   w->tail = &w->head;
   c->is_internal = 1;
+  cm_conn_set_poll(c, false);
   cm__poller_set(mgr, c, CM__IN);
   mgr->wakeup = w;
   mgr->wakeup_conn = c;

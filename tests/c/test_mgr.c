@@ -103,11 +103,51 @@ static void test_close_other_from_handler(void) {
   cm_mgr_free(&mgr);
 }
 
+static int polls[3];
+static struct cm_conn *trio[3];
+/* Each POLL switches the *next* connection off: the walk must survive. */
+static void switcher(struct cm_conn *c, int ev, void *ev_data) {
+  (void) ev_data;
+  if (ev != CM_EV_POLL) return;
+  for (int i = 0; i < 3; i++) {
+    if (trio[i] == c) {
+      polls[i]++;
+      if (i > 0) cm_conn_set_poll(trio[i - 1], false);
+    }
+  }
+}
+
+static void test_poll_opt_out(void) {
+  struct cm_mgr mgr;
+  ASSERT(cm_mgr_init(&mgr) == 0);
+  for (int i = 0; i < 3; i++) trio[i] = cm_listen(&mgr, "tcp://127.0.0.1:0", switcher, NULL);
+  /* Walk order is newest first: trio[2] switches trio[1] off before its
+   * turn, trio[0] is switched off by trio[1]... which no longer runs. */
+  cm_mgr_poll(&mgr, 0);
+  ASSERT_EQ(polls[2], 1);
+  ASSERT_EQ(polls[1], 0);
+  ASSERT_EQ(polls[0], 1);
+  cm_mgr_poll(&mgr, 0);
+  ASSERT_EQ(polls[2], 2);
+  ASSERT_EQ(polls[1], 0);
+  ASSERT_EQ(polls[0], 2);
+  cm_conn_set_poll(trio[1], true);
+  cm_conn_set_poll(trio[1], true); /* idempotent: linked once */
+  cm_mgr_poll(&mgr, 0);
+  ASSERT_EQ(polls[1], 1);
+  ASSERT_EQ(polls[0], 2); /* trio[1] switched it off this time */
+  int linked = 0;
+  for (struct cm_conn *c = mgr.pollers; c != NULL; c = c->next_poller) linked++;
+  ASSERT_EQ(linked, 2); /* trio[0] was unlinked by the walk */
+  cm_mgr_free(&mgr);
+}
+
 int main(void) {
   RUN(test_sleeps_without_sockets);
   RUN(test_sleep_hook_only_around_waits);
   RUN(test_not_reentrant);
   RUN(test_close_is_deferred);
   RUN(test_close_other_from_handler);
+  RUN(test_poll_opt_out);
   return cm_test_done();
 }

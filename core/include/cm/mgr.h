@@ -16,7 +16,8 @@
  *                     that fired (and only those).
  *   4. wakeups:       every queued cm_wakeup_send() payload, in order.
  *   5. timers:        each due timer fires at most once per iteration.
- *   6. poll:          CM_EV_POLL to every connection (not internal ones).
+ *   6. poll:          CM_EV_POLL to every connection that wants it (all by
+ *                     default; see cm_conn_set_poll), never internal ones.
  *   7. pending work:  as phase 1, so responses produced in this iteration
  *                     leave now, and closing connections are freed now.
  */
@@ -56,6 +57,7 @@ struct cm_mgr {
   /* private */
   int epfd;                  /* epoll instance */
   struct cm_conn *pending;   /* connections with work for the pending phase */
+  struct cm_conn *pollers;   /* connections that may want CM_EV_POLL, newest first */
   struct cm_idmap *ids;      /* id -> connection */
   struct cm_timer **heap;    /* timer min-heap */
   size_t nheap, heap_size;   /* used / allocated heap slots */
