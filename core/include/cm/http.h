@@ -85,6 +85,24 @@ bool cm_http_reply(struct cm_conn *c, int status, const char *headers, size_t he
  * "Connection: close", and let the next pipelined request through. */
 void cm_http_end(struct cm_conn *c);
 
+/* ---- http_vars.c: pure helpers over HTTP text ------------------------- */
+
+/* Percent-decode src[0..len) into `dst` (`size` bytes), NUL-terminated; with
+ * `form` true '+' becomes a space (application/x-www-form-urlencoded).
+ * Returns the decoded length, or -1 if an escape is not '%' followed by two
+ * hex digits or the result plus its NUL does not fit in `size`. */
+long cm_http_url_decode(const char *src, size_t len, char *dst, size_t size, bool form);
+/* Find `name` (ASCII case-insensitive) in "a=1&b=2" text.  On success
+ * `*value` is the raw, still encoded value ("" for "a=") as a slice into
+ * `buf`, and the result is true; false if there is no "name=" pair. */
+bool cm_http_var(struct cm_str buf, struct cm_str name, struct cm_str *value);
+/* Find the parameter `name=` (ASCII case-insensitive) inside a header value
+ * such as `text/html; charset=utf-8` or `Digest realm="a b", nonce=x`.
+ * `*value` becomes the quoted string without its quotes, or the token up to
+ * ';', ',' or whitespace: a slice into `header`.  False if absent. */
+bool cm_http_header_var(struct cm_str header, struct cm_str name, struct cm_str *value);
+/* ---- end of http_vars.c ------------------------------------------------- */
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,686 @@
+/* test_http.c: the HTTP protocol handler (http.c) over real loopback
+ * sockets, driving the real loop.  The peer is a plain non-blocking socket,
+ * so the bytes on the wire are checked exactly. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "test.h"
+
+#define WAIT_MS 3000 /* upper bound of every wait: no test can hang */
+
+/* What the server handler saw, and how it answers. */
+struct server {
+  int hdrs, msgs, reads; /* events seen */
+  char order[64];        /* 'H' HDRS, 'M' MSG, 'R' READ (n > 0), 'r' READ (n == 0) */
+  size_t norder;
+  char uri[8][32]; /* uris of the requests, in order */
+  char body[4096]; /* body of the last request */
+  size_t body_len;
+  size_t recv_in_msg;      /* c->recv.len inside HTTP_MSG */
+  size_t recv_in_read;     /* c->recv.len inside the READ that followed */
+  size_t head_len_in_msg;  /* hm->head.len inside HTTP_MSG */
+  bool defer;              /* don't answer in HTTP_MSG; keep the conn */
+  bool close_in_hdrs;      /* cm_close() in HTTP_HDRS */
+  bool upgrade;            /* answer 101 and switch to a raw protocol */
+  struct cm_conn *pending; /* deferred connection */
+  bool closed;             /* an accepted connection got CLOSE */
+};
+
+static void note(struct server *s, char ch) {
+  if (s->norder + 1 < sizeof(s->order)) s->order[s->norder++] = ch;
+}
+
+static void copy_slice(char *dst, size_t size, struct cm_str s) {
+  size_t n = s.len < size - 1 ? s.len : size - 1;
+  if (n > 0) memcpy(dst, s.buf, n);
+  dst[n] = '\0';
+}
+
+/* The protocol that takes over after an upgrade: counts what it gets. */
+static size_t raw_bytes;
+static void raw_proto(struct cm_conn *c, int ev, void *ev_data) {
+  (void) ev_data;
+  if (ev == CM_EV_READ) {
+    raw_bytes += c->recv.len;
+    cm_iobuf_consume(&c->recv, c->recv.len);
+  }
+}
+
+static void on_msg(struct cm_conn *c, struct server *s, struct cm_http_msg *hm) {
+  if (s->msgs < 8) copy_slice(s->uri[s->msgs], sizeof(s->uri[0]), hm->uri);
+  s->msgs++;
+  s->body_len = hm->body.len < sizeof(s->body) ? hm->body.len : sizeof(s->body);
+  memcpy(s->body, hm->body.buf, s->body_len);
+  s->recv_in_msg = c->recv.len;
+  s->head_len_in_msg = hm->head.len;
+  if (s->upgrade) {
+    static const char h[] = "Upgrade: test\r\nConnection: Upgrade\r\n";
+    ASSERT(cm_http_reply(c, 101, h, sizeof(h) - 1, NULL, 0));
+    c->pfn = raw_proto;
+  } else if (s->defer) {
+    s->pending = c;
+  } else {
+    static const char h[] = "Content-Type: text/plain\r\n";
+    ASSERT(cm_http_reply(c, 200, h, sizeof(h) - 1, hm->uri.buf, hm->uri.len));
+  }
+}
+
+static void server_fn(struct cm_conn *c, int ev, void *ev_data) {
+  struct server *s = c->fn_data;
+  if (ev == CM_EV_HTTP_HDRS) {
+    s->hdrs++;
+    note(s, 'H');
+    if (s->close_in_hdrs) cm_close(c);
+  } else if (ev == CM_EV_HTTP_MSG) {
+    note(s, 'M');
+    on_msg(c, s, ev_data);
+  } else if (ev == CM_EV_READ) {
+    long n = *(const long *) ev_data;
+    note(s, n > 0 ? 'R' : 'r');
+    s->reads++;
+    s->recv_in_read = c->recv.len;
+  } else if (ev == CM_EV_CLOSE && c->is_accepted) {
+    s->closed = true;
+  }
+}
+
+/* --- the peer: a plain socket ------------------------------------------ */
+
+static int peer_connect(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT(fd >= 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  /* Loopback connect completes from the backlog, before any accept. */
+  ASSERT(connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0);
+  ASSERT(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0);
+  return fd;
+}
+
+static void peer_send(int fd, const char *s, size_t n) {
+  while (n > 0) {
+    ssize_t k = send(fd, s, n, MSG_NOSIGNAL);
+    ASSERT(k > 0);
+    s += k;
+    n -= (size_t) k;
+  }
+}
+
+#define SEND(fd, lit) peer_send((fd), (lit), sizeof(lit) - 1)
+
+/* What the peer received so far. */
+struct inbox {
+  char buf[16384];
+  size_t len;
+  bool eof;
+};
+
+static void peer_recv(int fd, struct inbox *in) {
+  ssize_t k;
+  while ((k = recv(fd, in->buf + in->len, sizeof(in->buf) - 1 - in->len, 0)) > 0) {
+    in->len += (size_t) k;
+    in->buf[in->len] = '\0';
+  }
+  if (k == 0) in->eof = true;
+  if (k < 0) ASSERT(errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+/* Poll until the peer has `want` bytes (or EOF with want == SIZE_MAX). */
+static void peer_wait(struct cm_mgr *mgr, int fd, struct inbox *in, size_t want) {
+  uint64_t end = cm_millis() + WAIT_MS;
+  while (cm_millis() < end && !in->eof && in->len < want) {
+    cm_mgr_poll(mgr, 5);
+    peer_recv(fd, in);
+  }
+}
+
+/* Poll a few rounds; for checking that nothing happens. */
+static void spin(struct cm_mgr *mgr, int rounds) {
+  for (int i = 0; i < rounds; i++) cm_mgr_poll(mgr, 2);
+}
+
+static void wait_for(struct cm_mgr *mgr, const int *counter, int value) {
+  uint64_t end = cm_millis() + WAIT_MS;
+  while (cm_millis() < end && *counter < value) cm_mgr_poll(mgr, 5);
+  ASSERT(*counter >= value);
+}
+
+struct fixture {
+  struct cm_mgr mgr;
+  struct server srv;
+  uint16_t port;
+};
+
+static void setup(struct fixture *f) {
+  memset(f, 0, sizeof(*f));
+  ASSERT(cm_mgr_init(&f->mgr) == 0);
+  struct cm_conn *lsn = cm_http_listen(&f->mgr, "http://127.0.0.1:0", server_fn, &f->srv);
+  ASSERT(lsn != NULL);
+  f->port = lsn->loc.port;
+  ASSERT(f->port != 0);
+}
+
+#define RESP(body) "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " body
+
+/* --- server tests ------------------------------------------------------- */
+
+static void test_simple_get(void) {
+  struct fixture f;
+  struct inbox in = {0};
+  static const char req[] = "GET /hello?x=1 HTTP/1.1\r\nHost: a\r\n\r\n";
+  static const char want[] = RESP("6\r\n\r\n/hello");
+  setup(&f);
+  int fd = peer_connect(f.port);
+  SEND(fd, req);
+  peer_wait(&f.mgr, fd, &in, sizeof(want) - 1);
+  ASSERT_EQ(in.len, sizeof(want) - 1);
+  ASSERT(memcmp(in.buf, want, in.len) == 0);
+  ASSERT_EQ(f.srv.msgs, 1);
+  ASSERT(strcmp(f.srv.uri[0], "/hello") == 0);
+  /* SPEC 2.5.2: HDRS, MSG, then READ; raw request visible in MSG, consumed
+   * by the time READ arrives */
+  ASSERT(strncmp(f.srv.order, "HMR", 3) == 0);
+  ASSERT_EQ(f.srv.recv_in_msg, sizeof(req) - 1);
+  ASSERT_EQ(f.srv.head_len_in_msg, sizeof(req) - 1);
+  ASSERT_EQ(f.srv.recv_in_read, 0);
+  /* keep-alive: the connection stays open */
+  spin(&f.mgr, 3);
+  peer_recv(fd, &in);
+  ASSERT(!in.eof && !f.srv.closed);
+  close(fd);
+  cm_mgr_free(&f.mgr);
+}
+
+static void test_pipelined(void) {
+  struct fixture f;
+  struct inbox in = {0};
+  static const char want[] = RESP("2\r\n\r\n/1") RESP("2\r\n\r\n/2") RESP("2\r\n\r\n/3");
+  setup(&f);
+  int fd = peer_connect(f.port);
+  SEND(fd, "GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\nA: b\r\n\r\nGET /3 HTTP/1.1\r\n\r\n");
+  peer_wait(&f.mgr, fd, &in, sizeof(want) - 1);
+  ASSERT_EQ(in.len, sizeof(want) - 1);
+  ASSERT(memcmp(in.buf, want, in.len) == 0);
+  ASSERT_EQ(f.srv.msgs, 3);
+  ASSERT(strcmp(f.srv.uri[2], "/3") == 0);
+  close(fd);
+  cm_mgr_free(&f.mgr);
+}
+
+/* A timer stands in for a worker thread's wakeup. */
+static void reply_later(struct cm_timer *t, void *arg) {
+  (void) t;
+  struct server *s = arg;
+  ASSERT(s->pending != NULL);
+  s->defer = false;
+  ASSERT(cm_http_reply(s->pending, 200, "Content-Type: text/plain\r\n", 26, "late", 4));
+  s->pending = NULL;
+}
+
+static void test_deferred(void) {
+  struct fixture f;
+  struct inbox in = {0};
+  struct cm_timer t = {0};
+  static const char want[] = RESP("4\r\n\r\nlate") RESP("2\r\n\r\n/b");
+  setup(&f);
+  f.srv.defer = true;
+  int fd = peer_connect(f.port);
+  SEND(fd, "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
+  wait_for(&f.mgr, &f.srv.msgs, 1);
+  /* the second request waits while the first response is pending */
+  spin(&f.mgr, 5);
+  ASSERT_EQ(f.srv.msgs, 1);
+  peer_recv(fd, &in);
+  ASSERT_EQ(in.len, 0);
+  ASSERT(cm_timer_start(&f.mgr, &t, 20, CM_TIMER_ONCE, reply_later, &f.srv));
+  peer_wait(&f.mgr, fd, &in, sizeof(want) - 1);
+  ASSERT_EQ(in.len, sizeof(want) - 1);
+  ASSERT(memcmp(in.buf, want, in.len) == 0);
+  ASSERT_EQ(f.srv.msgs, 2);
+  ASSERT(strcmp(f.srv.uri[1], "/b") == 0);
+  ASSERT(strchr(f.srv.order, 'r') != NULL); /* the resumed read */
+  close(fd);
+  cm_mgr_free(&f.mgr);
+}
+
+/* Deferred by hand, outside any handler (as after a wakeup), for a request
+ * that asked to close: the late response still drains the connection. */
+static void test_deferred_close(void) {
+  struct fixture f;
+  struct inbox in = {0};
+  static const char want[] = RESP("4\r\n\r\nlate");
+  setup(&f);
+  f.srv.defer = true;
+  int fd = peer_connect(f.port);
+  SEND(fd, "GET /a HTTP/1.1\r\nConnection: close\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
+  wait_for(&f.mgr, &f.srv.msgs, 1);
+  spin(&f.mgr, 3);
+  reply_later(NULL, &f.srv);
+  peer_wait(&f.mgr, fd, &in, SIZE_MAX);
+  ASSERT(in.eof);
+  ASSERT_EQ(in.len, sizeof(want) - 1);
+  ASSERT(memcmp(in.buf, want, in.len) == 0);
+  ASSERT_EQ(f.srv.msgs, 1);
+  close(fd);
+  cm_mgr_free(&f.mgr);
+}
+
+static void test_connection_close(void) {
+  static const char *const reqs[] = {
+      "GET /c HTTP/1.1\r\nConnection: close\r\n\r\nGET /never HTTP/1.1\r\n\r\n",
+      "GET /c HTTP/1.0\r\n\r\nGET /never HTTP/1.0\r\n\r\n",
+  };
+  static const char want[] = RESP("2\r\n\r\n/c");
+  for (size_t i = 0; i < CM_ARRAY_SIZE(reqs); i++) {
+    struct fixture f;
+    struct inbox in = {0};
+    setup(&f);
+    int fd = peer_connect(f.port);
+    peer_send(fd, reqs[i], strlen(reqs[i]));
+    peer_wait(&f.mgr, fd, &in, SIZE_MAX);
+    ASSERT(in.eof); /* the peer sees FIN after the whole response */
+    ASSERT_EQ(in.len, sizeof(want) - 1);
+    ASSERT(memcmp(in.buf, want, in.len) == 0);
+    ASSERT_EQ(f.srv.msgs, 1);
+    close(fd);
+    cm_mgr_free(&f.mgr);
+  }
+  /* HTTP/1.0 with keep-alive stays open */
+  struct fixture f;
+  struct inbox in = {0};
+  setup(&f);
+  int fd = peer_connect(f.port);
+  SEND(fd, "GET /c HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+  peer_wait(&f.mgr, fd, &in, sizeof(want) - 1);
+  spin(&f.mgr, 3);
+  peer_recv(fd, &in);
+  ASSERT(!in.eof && in.len == sizeof(want) - 1);
+  close(fd);
+  cm_mgr_free(&f.mgr);
+}
+
+static void test_body_split(void) {
+  struct fixture f;
+  struct inbox in = {0};
+  static const char want[] = RESP("2\r\n\r\n/p");
+  setup(&f);
+  int fd = peer_connect(f.port);
+  SEND(fd, "POST /p HTTP/1.1\r\nCont");
+  spin(&f.mgr, 3);
+  ASSERT_EQ(f.srv.hdrs, 0);
+  SEND(fd, "ent-Length: 10\r\n\r\n012");
+  wait_for(&f.mgr, &f.srv.hdrs, 1);
+  spin(&f.mgr, 3);
+  ASSERT_EQ(f.srv.msgs, 0);
+  SEND(fd, "3456");
+  spin(&f.mgr, 3);
+  ASSERT_EQ(f.srv.msgs, 0);
+  SEND(fd, "789GET /next HTTP/1.1\r\n\r\n");
+  wait_for(&f.mgr, &f.srv.msgs, 2);
+  ASSERT_EQ(f.srv.hdrs, 2); /* once per message */
+  ASSERT(strcmp(f.srv.uri[0], "/p") == 0 && strcmp(f.srv.uri[1], "/next") == 0);
+  peer_wait(&f.mgr, fd, &in, 2 * (sizeof(want) - 1) + 3);
+  ASSERT(memcmp(in.buf, want, sizeof(want) - 1) == 0);
+  close(fd);
+  /* the body itself, on a fresh connection, one byte at a time */
+  fd = peer_connect(f.port);
+  static const char req[] = "PUT /q HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
+  for (size_t i = 0; i < sizeof(req) - 1; i++) {
+    peer_send(fd, req + i, 1);
+    spin(&f.mgr, 1);
+  }
+  wait_for(&f.mgr, &f.srv.msgs, 3);
+  ASSERT(f.srv.body_len == 5 && memcmp(f.srv.body, "hello", 5) == 0);
+  close(fd);
+  cm_mgr_free(&f.mgr);
+}
+
+static void test_chunked_request(void) {
+  struct fixture f;
+  struct inbox in = {0};
+  static const char want[] = RESP("2\r\n\r\n/c") RESP("2\r\n\r\n/d");
+  setup(&f);
+  int fd = peer_connect(f.port);
+  SEND(fd, "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n wo");
+  spin(&f.mgr, 3);
+  ASSERT_EQ(f.srv.msgs, 0);
+  SEND(fd, "rld\r\n0\r\nTrailer: t\r\n\r\nGET /d HTTP/1.1\r\n\r\n");
+  peer_wait(&f.mgr, fd, &in, sizeof(want) - 1);
+  ASSERT_EQ(f.srv.msgs, 2);
+  ASSERT(strcmp(f.srv.uri[0], "/c") == 0 && strcmp(f.srv.uri[1], "/d") == 0);
+  ASSERT(memcmp(in.buf, want, sizeof(want) - 1) == 0);
+  /* the body of /c was de-chunked; /d has none */
+  ASSERT_EQ(f.srv.body_len, 0);
+  close(fd);
+  fd = peer_connect(f.port);
+  SEND(fd, "POST /e HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n");
+  wait_for(&f.mgr, &f.srv.msgs, 3);
+  ASSERT(f.srv.body_len == 4 && memcmp(f.srv.body, "abcd", 4) == 0);
+  close(fd);
+  cm_mgr_free(&f.mgr);
+}
+
+static const char bad_request[] =
+    "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n"
+    "Connection: close\r\n\r\nBad Request\n";
+
+static void test_bad_request(void) {
+  static const char *const junk[] = {
+      "\x01\x02 junk\r\n\r\n", "GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+      "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+      "HTTP/1.1 200 OK\r\n\r\n", /* a response sent to a server */
+  };
+  for (size_t i = 0; i < CM_ARRAY_SIZE(junk); i++) {
+    struct fixture f;
+    struct inbox in = {0}, in2 = {0};
+    static const char want[] = RESP("3\r\n\r\n/ok");
+    setup(&f);
+    int good = peer_connect(f.port);
+    int bad = peer_connect(f.port);
+    SEND(good, "GET /ok HTTP/1.1\r\n");
+    spin(&f.mgr, 2);
+    peer_send(bad, junk[i], strlen(junk[i]));
+    peer_wait(&f.mgr, bad, &in, SIZE_MAX);
+    ASSERT(in.eof);
+    ASSERT_EQ(in.len, sizeof(bad_request) - 1);
+    ASSERT(memcmp(in.buf, bad_request, in.len) == 0);
+    ASSERT_EQ(f.srv.msgs, 0);
+    /* the other connection is still served */
+    SEND(good, "\r\n");
+    peer_wait(&f.mgr, good, &in2, sizeof(want) - 1);
+    ASSERT_EQ(in2.len, sizeof(want) - 1);
+    ASSERT(memcmp(in2.buf, want, in2.len) == 0);
+    close(good);
+    close(bad);
+    cm_mgr_free(&f.mgr);
+  }
+}
+
+static void test_close_in_hdrs(void) {
+  struct fixture f;
+  struct inbox in = {0};
+  setup(&f);
+  f.srv.close_in_hdrs = true;
+  int fd = peer_connect(f.port);
+  SEND(fd, "GET /x HTTP/1.1\r\n\r\nGET /y HTTP/1.1\r\n\r\n");
+  peer_wait(&f.mgr, fd, &in, SIZE_MAX);
+  ASSERT(in.eof && in.len == 0);
+  ASSERT_EQ(f.srv.hdrs, 1);
+  ASSERT_EQ(f.srv.msgs, 0);
+  close(fd);
+  cm_mgr_free(&f.mgr);
+}
+
+/* A handler that swaps the protocol in HTTP_MSG (as a WebSocket upgrade
+ * does): the HTTP state goes away and the bytes after the request reach
+ * the new protocol. */
+static void test_upgrade(void) {
+  struct fixture f;
+  struct inbox in = {0};
+  static const char want[] =
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\n"
+      "Connection: Upgrade\r\n\r\n";
+  setup(&f);
+  f.srv.upgrade = true;
+  raw_bytes = 0;
+  int fd = peer_connect(f.port);
+  SEND(fd, "GET /up HTTP/1.1\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\nPING");
+  peer_wait(&f.mgr, fd, &in, sizeof(want) - 1);
+  ASSERT_EQ(in.len, sizeof(want) - 1);
+  ASSERT(memcmp(in.buf, want, in.len) == 0);
+  uint64_t end = cm_millis() + WAIT_MS;
+  while (raw_bytes < 4 && cm_millis() < end) cm_mgr_poll(&f.mgr, 5);
+  ASSERT_EQ(raw_bytes, 4);
+  SEND(fd, "MORE");
+  end = cm_millis() + WAIT_MS;
+  while (raw_bytes < 8 && cm_millis() < end) cm_mgr_poll(&f.mgr, 5);
+  ASSERT_EQ(raw_bytes, 8);
+  ASSERT_EQ(f.srv.msgs, 1);
+  close(fd);
+  cm_mgr_free(&f.mgr);
+}
+
+/* Replies that carry no body on the wire: HEAD, 204, 1xx. */
+static void test_reply_shapes(void) {
+  struct fixture f;
+  struct inbox in = {0};
+  static const char want[] = RESP("5\r\n\r\n");
+  setup(&f);
+  int fd = peer_connect(f.port);
+  SEND(fd, "HEAD /head HTTP/1.1\r\n\r\n");
+  peer_wait(&f.mgr, fd, &in, sizeof(want) - 1);
+  spin(&f.mgr, 2);
+  peer_recv(fd, &in);
+  ASSERT_EQ(in.len, sizeof(want) - 1);
+  ASSERT(memcmp(in.buf, want, in.len) == 0);
+  close(fd);
+  cm_mgr_free(&f.mgr);
+
+  /* status formatting straight into c->send, checked without a socket */
+  struct cm_mgr mgr;
+  struct cm_conn c;
+  ASSERT(cm_mgr_init(&mgr) == 0);
+  memset(&c, 0, sizeof(c));
+  cm_iobuf_init(&c.send, 0);
+  c.fd = -1;
+  c.mgr = &mgr; /* cm__touch() links c into mgr's pending list */
+  ASSERT(cm_http_reply(&c, 299, NULL, 0, "a\0b", 3));
+  static const char w1[] = "HTTP/1.1 299 \r\nContent-Length: 3\r\n\r\na\0b";
+  ASSERT(c.send.len == sizeof(w1) - 1 && memcmp(cm_iobuf_data(&c.send), w1, c.send.len) == 0);
+  cm_iobuf_consume(&c.send, c.send.len);
+  ASSERT(cm_http_reply(&c, 204, "X: y\r\n", 6, NULL, 0));
+  static const char w2[] = "HTTP/1.1 204 No Content\r\nX: y\r\n\r\n";
+  ASSERT(c.send.len == sizeof(w2) - 1 && memcmp(cm_iobuf_data(&c.send), w2, c.send.len) == 0);
+  ASSERT(!cm_http_reply(&c, 204, NULL, 0, "x", 1)); /* 204 has no content */
+  cm_iobuf_consume(&c.send, c.send.len);
+  /* an interim response neither has a length nor finishes the request */
+  c.is_resp = 1;
+  ASSERT(cm_http_reply(&c, 100, NULL, 0, NULL, 0));
+  ASSERT(c.send.len == 25 && memcmp(cm_iobuf_data(&c.send), "HTTP/1.1 100 Continue\r\n\r\n", 25) == 0);
+  ASSERT(c.is_resp);
+  ASSERT(cm_http_reply(&c, 200, NULL, 0, NULL, 0));
+  ASSERT(!c.is_resp);
+  ASSERT(!cm_http_reply(&c, 99, NULL, 0, NULL, 0));
+  ASSERT(!cm_http_reply(&c, 1000, NULL, 0, NULL, 0));
+  c.is_closing = 1;
+  ASSERT(!cm_http_reply(&c, 200, NULL, 0, NULL, 0));
+  cm_iobuf_free(&c.send);
+  mgr.pending = NULL; /* c is not a real connection: never settle it */
+  cm_mgr_free(&mgr);
+}
+
+/* Send a large request while the loop runs (the socket buffers fill). */
+static void peer_send_big(struct cm_mgr *mgr, int fd, const char *s, size_t n) {
+  uint64_t end = cm_millis() + WAIT_MS;
+  while (n > 0 && cm_millis() < end) {
+    ssize_t k = send(fd, s, n, MSG_NOSIGNAL);
+    if (k > 0) {
+      s += k;
+      n -= (size_t) k;
+    } else {
+      ASSERT(errno == EAGAIN || errno == EWOULDBLOCK);
+      cm_mgr_poll(mgr, 1);
+    }
+  }
+  ASSERT_EQ(n, 0);
+}
+
+/* SPEC 2.5.4: a 100 KB header and a body of megabytes both work. */
+static void test_large(void) {
+  struct fixture f;
+  struct inbox in = {0};
+  size_t hdr = 100 * 1024, body = 2u << 20, cap = hdr + body + 256;
+  char *req = malloc(cap);
+  ASSERT(req != NULL);
+  size_t n = (size_t) snprintf(req, cap, "POST /big HTTP/1.1\r\nContent-Length: %zu\r\nX-Big: ", body);
+  memset(req + n, 'h', hdr);
+  n += hdr;
+  memcpy(req + n, "\r\n\r\n", 4);
+  n += 4;
+  for (size_t i = 0; i < body; i++) req[n + i] = (char) ('a' + i % 26);
+  n += body;
+  setup(&f);
+  int fd = peer_connect(f.port);
+  peer_send_big(&f.mgr, fd, req, n);
+  wait_for(&f.mgr, &f.srv.msgs, 1);
+  ASSERT_EQ(f.srv.hdrs, 1);
+  ASSERT(memcmp(f.srv.body, "abcdefghijklmnopqrstuvwxyzab", 28) == 0);
+  static const char want[] = RESP("4\r\n\r\n/big");
+  peer_wait(&f.mgr, fd, &in, sizeof(want) - 1);
+  ASSERT(in.len == sizeof(want) - 1 && memcmp(in.buf, want, in.len) == 0);
+  close(fd);
+  cm_mgr_free(&f.mgr);
+  free(req);
+}
+
+/* A peer that closes mid-request: no message, no leak (ASan checks). */
+static void test_peer_abort(void) {
+  struct fixture f;
+  setup(&f);
+  int fd = peer_connect(f.port);
+  SEND(fd, "POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\npartial");
+  wait_for(&f.mgr, &f.srv.hdrs, 1);
+  close(fd);
+  uint64_t end = cm_millis() + WAIT_MS;
+  while (!f.srv.closed && cm_millis() < end) cm_mgr_poll(&f.mgr, 5);
+  ASSERT(f.srv.closed);
+  ASSERT_EQ(f.srv.msgs, 0);
+  cm_mgr_free(&f.mgr);
+}
+
+/* --- client tests ------------------------------------------------------- */
+
+struct client {
+  const char *request;
+  int msgs;
+  bool got_msg, closed, error;
+  char method[16], uri[16], proto[32], body[256];
+  size_t body_len;
+};
+
+static void client_fn(struct cm_conn *c, int ev, void *ev_data) {
+  struct client *cl = c->fn_data;
+  if (ev == CM_EV_CONNECT) {
+    ASSERT(cm_send(c, cl->request, strlen(cl->request)));
+  } else if (ev == CM_EV_HTTP_MSG) {
+    struct cm_http_msg *hm = ev_data;
+    copy_slice(cl->method, sizeof(cl->method), hm->method);
+    copy_slice(cl->uri, sizeof(cl->uri), hm->uri);
+    copy_slice(cl->proto, sizeof(cl->proto), hm->proto);
+    cl->body_len = hm->body.len < sizeof(cl->body) ? hm->body.len : sizeof(cl->body);
+    memcpy(cl->body, hm->body.buf, cl->body_len);
+    cl->msgs++;
+    cl->got_msg = true;
+  } else if (ev == CM_EV_ERROR) {
+    cl->error = true;
+  } else if (ev == CM_EV_CLOSE) {
+    cl->closed = true;
+  }
+}
+
+static void test_client_own_server(void) {
+  struct fixture f;
+  struct client cl = {.request = "GET /client HTTP/1.1\r\nHost: x\r\n\r\n"};
+  char url[64];
+  setup(&f);
+  snprintf(url, sizeof(url), "http://127.0.0.1:%u", (unsigned) f.port);
+  ASSERT(cm_http_connect(&f.mgr, url, client_fn, &cl) != NULL);
+  ASSERT(cm_test_poll_until(&f.mgr, &cl.got_msg, WAIT_MS));
+  ASSERT(strcmp(cl.method, "HTTP/1.1") == 0);
+  ASSERT(strcmp(cl.uri, "200") == 0);
+  ASSERT(strcmp(cl.proto, "OK") == 0);
+  ASSERT(cl.body_len == 7 && memcmp(cl.body, "/client", 7) == 0);
+  ASSERT(!cl.error);
+  cm_mgr_free(&f.mgr);
+}
+
+/* A raw server that answers every read with a canned response. */
+struct canned {
+  const char *text;
+  bool close_after;
+};
+
+static void canned_fn(struct cm_conn *c, int ev, void *ev_data) {
+  (void) ev_data;
+  const struct canned *k = c->fn_data;
+  if (ev != CM_EV_READ || c->recv.len == 0) return;
+  cm_iobuf_consume(&c->recv, c->recv.len);
+  ASSERT(cm_send(c, k->text, strlen(k->text)));
+  if (k->close_after) cm_drain(c);
+}
+
+static void run_canned(const struct canned *k, struct client *cl) {
+  struct cm_mgr mgr;
+  char url[64];
+  ASSERT(cm_mgr_init(&mgr) == 0);
+  struct cm_conn *lsn = cm_listen(&mgr, "tcp://127.0.0.1:0", canned_fn, (void *) k);
+  ASSERT(lsn != NULL);
+  snprintf(url, sizeof(url), "http://127.0.0.1:%u", (unsigned) lsn->loc.port);
+  cl->request = "GET / HTTP/1.1\r\n\r\n";
+  ASSERT(cm_http_connect(&mgr, url, client_fn, cl) != NULL);
+  ASSERT(cm_test_poll_until(&mgr, k->close_after ? &cl->closed : &cl->got_msg, WAIT_MS));
+  cm_mgr_free(&mgr);
+}
+
+static void test_client_close_delimited(void) {
+  struct canned k = {"HTTP/1.1 200 OK\r\nX: y\r\n\r\nhello by close", true};
+  struct client cl = {0};
+  run_canned(&k, &cl);
+  ASSERT_EQ(cl.msgs, 1);
+  ASSERT(strcmp(cl.uri, "200") == 0);
+  ASSERT(cl.body_len == 14 && memcmp(cl.body, "hello by close", 14) == 0);
+  ASSERT(!cl.error);
+}
+
+static void test_client_framed(void) {
+  /* chunked, then a bodiless 204, then 304 with a (meaningless) length */
+  struct canned k = {
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+      "HTTP/1.1 204 No Content\r\n\r\n"
+      "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+      true};
+  struct client cl = {0};
+  run_canned(&k, &cl);
+  ASSERT_EQ(cl.msgs, 3);
+  ASSERT(strcmp(cl.uri, "304") == 0 && strcmp(cl.proto, "Not Modified") == 0);
+  ASSERT_EQ(cl.body_len, 0);
+  ASSERT(!cl.error);
+  /* a Content-Length response that the server does not close */
+  struct canned k2 = {"HTTP/1.0 404 Not Found\r\nContent-Length: 4\r\n\r\nnope", false};
+  struct client cl2 = {0};
+  run_canned(&k2, &cl2);
+  ASSERT(strcmp(cl2.method, "HTTP/1.0") == 0 && strcmp(cl2.uri, "404") == 0);
+  ASSERT(cl2.body_len == 4 && memcmp(cl2.body, "nope", 4) == 0);
+}
+
+static void test_client_garbage(void) {
+  struct canned k = {"SSH-2.0-OpenSSH\r\n\r\n", true};
+  struct client cl = {0};
+  run_canned(&k, &cl);
+  ASSERT(cl.error);
+  ASSERT_EQ(cl.msgs, 0);
+}
+
+int main(void) {
+  RUN(test_simple_get);
+  RUN(test_pipelined);
+  RUN(test_deferred);
+  RUN(test_deferred_close);
+  RUN(test_connection_close);
+  RUN(test_body_split);
+  RUN(test_chunked_request);
+  RUN(test_bad_request);
+  RUN(test_close_in_hdrs);
+  RUN(test_upgrade);
+  RUN(test_reply_shapes);
+  RUN(test_large);
+  RUN(test_peer_abort);
+  RUN(test_client_own_server);
+  RUN(test_client_close_delimited);
+  RUN(test_client_framed);
+  RUN(test_client_garbage);
+  return cm_test_done();
+}
