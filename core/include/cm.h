@@ -9,10 +9,12 @@
 #include "cm/event.h"
 #include "cm/http.h"
 #include "cm/iobuf.h"
+#include "cm/json.h"
 #include "cm/log.h"
 #include "cm/mgr.h"
 #include "cm/timer.h"
 #include "cm/url.h"
+#include "cm/util.h"
 #include "cm/wakeup.h"
 
 #endif /* CM_H */

@@ -103,6 +103,28 @@ bool cm_http_var(struct cm_str buf, struct cm_str name, struct cm_str *value);
 bool cm_http_header_var(struct cm_str header, struct cm_str name, struct cm_str *value);
 /* ---- end of http_vars.c ------------------------------------------------- */
 
+/* ---- http_multipart.c: multipart/form-data bodies (RFC 7578) ------------ */
+
+/* One part of a multipart body.  Slices into the body given to the parser;
+ * an absent or empty value is {NULL, 0}. */
+struct cm_http_part {
+  struct cm_str name;     /* Content-Disposition name= (quotes removed) */
+  struct cm_str filename; /* Content-Disposition filename=, empty if none */
+  struct cm_str body;     /* the part's content, without the CRLF before the next boundary */
+};
+
+/* Parse the part of the multipart/form-data `body` that starts at the first
+ * delimiter line at or after `offset` (0 for the first part, then the value
+ * returned by the previous call).  The boundary is read from the body's
+ * first line, "--<boundary>", so the body must start with it (no preamble).
+ * Fills `*part` (never NULL) and returns the offset of the next delimiter,
+ * always > 0.  Returns 0, with *part all empty, when there is no further
+ * part (the close delimiter "--<boundary>--" was reached) or the body is
+ * malformed or cut short: a part counts only once its ending delimiter is
+ * present.  Pure: no allocation; `body` is not kept. */
+size_t cm_http_next_multipart(struct cm_str body, size_t offset, struct cm_http_part *part);
+/* ---- end of http_multipart.c -------------------------------------------- */
+
 #ifdef __cplusplus
 }
 #endif
