@@ -5,7 +5,9 @@
 
 #include "cm.h"
 
-#define CM_IO_STEP 16384             /* iobuf growth step, and read size */
+#define CM_IO_GRANULE 1024           /* iobuf sizes are multiples of this */
+#define CM_IO_STEP 16384             /* read straight into recv if it has this much room */
+#define CM_SCRATCH_SIZE 65536        /* else read into the manager's scratch, then append */
 #define CM_RECV_CAP (3u << 20)       /* default recv limit (3 MiB) */
 #define CM_SEND_HIWAT (4u << 20)     /* default: pause reading above 4 MiB unsent */
 #define CM_MAX_EVENTS 256            /* epoll events taken per wait */

@@ -32,13 +32,14 @@ static void compact(struct cm_iobuf *io) {
   io->head = 0;
 }
 
-/* Allocation size for `need` live bytes: CM_IO_STEP multiples, clamped to the
- * cap (the caller has already checked need <= cap).  0 on overflow. */
+/* Allocation size for `need` live bytes: CM_IO_GRANULE multiples, clamped to
+ * the cap (the caller has already checked need <= cap).  0 on overflow.  A
+ * small granule keeps an idle keep-alive connection's buffers small. */
 static size_t grow_size(const struct cm_iobuf *io, size_t need) {
-  if (need > SIZE_MAX - (CM_IO_STEP - 1)) return 0;
-  size_t size = (need + CM_IO_STEP - 1) / CM_IO_STEP * CM_IO_STEP;
-  /* At least double: a 3 MiB body arriving 16 KiB at a time must cost
-   * O(n) copying, not O(n^2). */
+  if (need > SIZE_MAX - (CM_IO_GRANULE - 1)) return 0;
+  size_t size = (need + CM_IO_GRANULE - 1) / CM_IO_GRANULE * CM_IO_GRANULE;
+  /* At least double: a 3 MiB body arriving in small reads must cost O(n)
+   * copying, not O(n^2). */
   if (io->size <= SIZE_MAX / 2 && size < io->size * 2) size = io->size * 2;
   if (io->cap != 0 && size > io->cap) size = io->cap;
   return size;

@@ -2,6 +2,7 @@
  * cm/mgr.h), the pending list, deferred close, and shutdown.  It knows
  * nothing of HTTP or any other protocol: those are c->pfn. */
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -155,5 +156,7 @@ void cm_mgr_free(struct cm_mgr *mgr) {
   while (mgr->conns != NULL) close_conn(mgr->conns);
   cm__idmap_free(mgr->ids);
   mgr->ids = NULL;
+  free(mgr->scratch);
+  mgr->scratch = NULL;
   cm__poller_free(mgr);
 }

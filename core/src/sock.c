@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -207,16 +208,38 @@ static void accept_conns(struct cm_conn *lsn) {
 /* Peer went away (EOF, reset): a normal close, not an error (SPEC 2.4). */
 static bool peer_gone(int err) { return err == ECONNRESET || err == EPIPE || err == ESHUTDOWN; }
 
+/* One recv().  With room for a large read in c->recv (a body streaming in)
+ * read straight into it; otherwise read into the manager's scratch buffer
+ * and append only what arrived, so a connection's buffer is sized by its
+ * data, not by the read size: an idle keep-alive connection keeps ~1 KiB,
+ * not 16. */
+static ssize_t recv_some(struct cm_conn *c, int *rc) {
+  struct cm_iobuf *io = &c->recv;
+  *rc = 0;
+  if (cm_iobuf_room(io) >= CM_IO_STEP) {
+    ssize_t n = recv(c->fd, cm_iobuf_data(io) + io->len, cm_iobuf_room(io), 0);
+    if (n > 0) cm_iobuf_commit(io, (size_t) n);
+    return n;
+  }
+  if (c->mgr->scratch == NULL && (c->mgr->scratch = malloc(CM_SCRATCH_SIZE)) == NULL) {
+    *rc = -CM_ENOMEM;
+    return -1;
+  }
+  size_t want = CM_SCRATCH_SIZE;
+  if (io->cap != 0) want = io->cap > io->len ? io->cap - io->len : 1; /* 1: detect overflow */
+  if (want > CM_SCRATCH_SIZE) want = CM_SCRATCH_SIZE;
+  ssize_t n = recv(c->fd, c->mgr->scratch, want, 0);
+  if (n > 0) *rc = cm_iobuf_add(io, c->mgr->scratch, (size_t) n);
+  return n;
+}
+
 static void read_stream(struct cm_conn *c) {
-  int rc = cm_iobuf_reserve(&c->recv, CM_IO_STEP);
+  int rc;
+  ssize_t n = recv_some(c, &rc);
   if (rc != 0) {
     cm_error(c, rc == -CM_EFULL ? "MG_MAX_RECV_SIZE" : "OOM");
-    return;
-  }
-  ssize_t n = recv(c->fd, cm_iobuf_data(&c->recv) + c->recv.len, cm_iobuf_room(&c->recv), 0);
-  if (n > 0) {
+  } else if (n > 0) {
     long got = (long) n;
-    cm_iobuf_commit(&c->recv, (size_t) n);
     cm_call(c, CM_EV_READ, &got);
   } else if (n == 0 || peer_gone(errno)) {
     cm_close(c);

@@ -32,7 +32,7 @@ static inline char *cm_iobuf_data(const struct cm_iobuf *io) {
 /* Room after the live bytes without reallocating. */
 static inline size_t cm_iobuf_room(const struct cm_iobuf *io) { return io->size - io->head - io->len; }
 /* Make room for at least `n` more bytes after the live ones (compacting, or
- * growing to a multiple of 16 KiB, at least doubling, never past the cap).  Returns 0, -CM_EFULL if that would pass the
+ * growing to a multiple of 1 KiB, at least doubling, never past the cap).  Returns 0, -CM_EFULL if that would pass the
  * cap, -CM_ENOMEM if allocation failed; the buffer is unchanged on error. */
 int cm_iobuf_reserve(struct cm_iobuf *io, size_t n);
 /* Append `n` bytes.  Returns 0 or a negative CM_E* code (nothing appended). */

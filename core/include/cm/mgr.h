@@ -66,6 +66,7 @@ struct cm_mgr {
   size_t nnew;               /* length of new_timers */
   struct cm_wakeup *wakeup;  /* cross-thread channel, NULL until enabled */
   struct cm_conn *wakeup_conn; /* internal connection over its eventfd */
+  char *scratch;             /* CM_SCRATCH_SIZE bytes for reads (lazily allocated) */
   bool in_poll;              /* inside cm_mgr_poll: guards re-entry */
   bool wakeup_fired;         /* the wakeup eventfd fired in this iteration */
 };
