@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# bench/run.sh: what `make bench` runs.  Installs what is missing (bench/setup.sh),
+# then runs every benchmark and writes bench/RESULTS.md (bench/run.py; its flags pass
+# through, e.g. `bash bench/run.sh --quick` or `--servers ours,orig,nginx --only http`).
+# Full run: about 20 minutes on 2 cores; keep the machine otherwise idle.
+set -euo pipefail
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+bash "$BENCH/setup.sh"
+exec "${PYTHON:-python3}" "$BENCH/run.py" "$@"
