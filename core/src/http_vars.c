@@ -71,8 +71,8 @@ static bool is_sep(char ch) { return ch == ' ' || ch == '\t' || ch == ';' || ch 
  * if it is never closed. */
 static size_t closing_quote(struct cm_str s, size_t i) {
   for (i++; i < s.len; i++) {
-    if (s.buf[i] == '\\' && i + 1 < s.len) i++; /* quoted-pair, RFC 9110 5.6.4 */
-    else if (s.buf[i] == '"') return i;
+    if (s.buf[i] == '"') return i;
+    if (s.buf[i] == '\\' && i + 1 < s.len) i++; /* skip a quoted-pair, RFC 9110 5.6.4 */
   }
   return s.len;
 }

@@ -72,7 +72,7 @@ static void test_url_decode_limit(void) {
 static void test_var(void) {
   struct cm_str v;
   struct cm_str q = guarded("a=1&bb=two%20x&c=&d&A=upper");
-  ASSERT(cm_http_var(q, cstr("a"), &v) && slice_is(v, "1")); /* first match wins */
+  ASSERT(cm_http_var(q, cstr("a"), &v) && slice_is(v, "1"));        /* first match wins */
   ASSERT(cm_http_var(q, cstr("BB"), &v) && slice_is(v, "two%20x")); /* raw, any case */
   ASSERT(cm_http_var(q, cstr("c"), &v) && slice_is(v, ""));
   ASSERT(!cm_http_var(q, cstr("d"), &v)); /* no '=' */

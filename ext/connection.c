@@ -1,0 +1,465 @@
+/* connection.c: Connection, the Python face of one core connection
+ * (SPEC 1.5).
+ *
+ * The manager creates the object at CM_EV_OPEN and keeps the only
+ * reference the core side needs (its `conns` dict; c->userdata is a
+ * borrowed back pointer).  After CM_EV_CLOSE the object is detached
+ * (c == NULL): properties return safe defaults and methods that need the
+ * core raise RuntimeError("Connection has been closed"). */
+#include <stdio.h>
+
+#include "ext.h"
+
+/* Headers added when the caller names no Content-Type (SPEC 2.5.5). */
+#define TEXT_PLAIN "Content-Type: text/plain\r\n"
+#define APP_JSON "Content-Type: application/json\r\n"
+
+ConnectionObject *connection_new(cm_state *st, struct cm_conn *c, PyObject *handler) {
+  PyTypeObject *tp = st->ConnectionType;
+  ConnectionObject *self = (ConnectionObject *) tp->tp_alloc(tp, 0);
+  if (self == NULL) return NULL;
+  self->c = c;
+  self->state = st;
+  self->handler = Py_XNewRef(handler);
+  return self;
+}
+
+void connection_detach(ConnectionObject *conn) { conn->c = NULL; }
+
+/* The core connection, or NULL with RuntimeError set. */
+static struct cm_conn *live(ConnectionObject *self) {
+  if (self->c == NULL) PyErr_SetString(PyExc_RuntimeError, "Connection has been closed");
+  return self->c;
+}
+
+static PyObject *connection_tp_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs) {
+  (void) tp, (void) args, (void) kwargs;
+  PyErr_SetString(PyExc_TypeError, "Cannot create Connection instances");
+  return NULL;
+}
+
+static int connection_traverse(ConnectionObject *self, visitproc visit, void *arg) {
+  Py_VISIT(Py_TYPE(self)); /* heap type: instances own a reference */
+  Py_VISIT(self->handler);
+  Py_VISIT(self->userdata);
+  return 0;
+}
+
+static int connection_clear(ConnectionObject *self) {
+  Py_CLEAR(self->handler);
+  Py_CLEAR(self->userdata);
+  return 0;
+}
+
+static void connection_dealloc(ConnectionObject *self) {
+  PyTypeObject *tp = Py_TYPE(self);
+  PyObject_GC_UnTrack(self);
+  if (self->weakreflist != NULL) PyObject_ClearWeakRefs((PyObject *) self);
+  connection_clear(self);
+  tp->tp_free(self);
+  Py_DECREF(tp);
+}
+
+/* ---- properties -------------------------------------------------------- */
+
+static PyObject *connection_get_handler(ConnectionObject *self, void *closure) {
+  (void) closure;
+  return Py_NewRef(self->handler != NULL ? self->handler : Py_None);
+}
+
+static PyObject *connection_get_userdata(ConnectionObject *self, void *closure) {
+  (void) closure;
+  return Py_NewRef(self->userdata != NULL ? self->userdata : Py_None);
+}
+
+static int connection_set_userdata(ConnectionObject *self, PyObject *value, void *closure) {
+  (void) closure;
+  Py_XSETREF(self->userdata, value != NULL && value != Py_None ? Py_NewRef(value) : NULL);
+  return 0;
+}
+
+static PyObject *connection_get_id(ConnectionObject *self, void *closure) {
+  (void) closure;
+  return PyLong_FromUnsignedLongLong(self->c != NULL ? self->c->id : 0);
+}
+
+/* Which flag a shared getter reads. */
+enum flag {
+  F_LISTENING,
+  F_CLOSING,
+  F_CLIENT,
+  F_TLS,
+  F_UDP,
+  F_WEBSOCKET,
+  F_READABLE,
+  F_WRITABLE,
+  F_FULL,
+  F_DRAINING,
+};
+
+static PyObject *connection_get_flag(ConnectionObject *self, void *closure) {
+  const struct cm_conn *c = self->c;
+  if (c == NULL) return PyBool_FromLong((intptr_t) closure == F_CLOSING); /* closed: closing */
+  switch ((intptr_t) closure) {
+    case F_LISTENING: return PyBool_FromLong(c->is_listening);
+    case F_CLOSING: return PyBool_FromLong(c->is_closing);
+    case F_CLIENT: return PyBool_FromLong(c->is_client);
+    case F_TLS: return PyBool_FromLong(c->is_tls);
+    case F_UDP: return PyBool_FromLong(c->is_udp);
+    case F_WEBSOCKET: return PyBool_FromLong(c->is_websocket);
+    case F_READABLE: return PyBool_FromLong(c->is_readable);
+    case F_WRITABLE: return PyBool_FromLong(c->is_writable);
+    case F_FULL: return PyBool_FromLong(c->is_full);
+    default: return PyBool_FromLong(c->is_draining);
+  }
+}
+
+/* Which buffer number a shared getter reads. */
+enum size { S_RECV_LEN, S_SEND_LEN, S_RECV_SIZE, S_SEND_SIZE };
+
+static PyObject *connection_get_size(ConnectionObject *self, void *closure) {
+  const struct cm_conn *c = self->c;
+  size_t n = 0;
+  if (c != NULL) {
+    switch ((intptr_t) closure) {
+      case S_RECV_LEN: n = c->recv.len; break;
+      case S_SEND_LEN: n = c->send.len; break;
+      case S_RECV_SIZE: n = c->recv.size; break;
+      default: n = c->send.size; break;
+    }
+  }
+  return PyLong_FromSize_t(n);
+}
+
+/* (ip, port, is_ipv6); IPv6 as 8 groups of 4 lowercase hex digits, no "::"
+ * compression (SPEC 1.5). */
+static PyObject *addr_tuple(const struct cm_addr *a) {
+  char ip[48];
+  const uint8_t *b = a->ip;
+  if (a->is_ip6) {
+    snprintf(ip, sizeof(ip), "%02x%02x:%02x%02x:%02x%02x:%02x%02x:%02x%02x:%02x%02x:%02x%02x:%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+  } else {
+    snprintf(ip, sizeof(ip), "%u.%u.%u.%u", b[0], b[1], b[2], b[3]);
+  }
+  return Py_BuildValue("(siO)", ip, (int) a->port, a->is_ip6 ? Py_True : Py_False);
+}
+
+static PyObject *connection_get_local_addr(ConnectionObject *self, void *closure) {
+  (void) closure;
+  if (self->c == NULL) Py_RETURN_NONE;
+  return addr_tuple(&self->c->loc);
+}
+
+static PyObject *connection_get_remote_addr(ConnectionObject *self, void *closure) {
+  (void) closure;
+  const struct cm_conn *c = self->c;
+  if (c == NULL) Py_RETURN_NONE;
+  if (c->is_listening && !c->is_udp) return Py_BuildValue("(siO)", "0.0.0.0", 0, Py_False);
+  return addr_tuple(&c->rem); /* a UDP listener: the last sender */
+}
+
+/* ---- methods ------------------------------------------------------------ */
+
+static PyObject *connection_set_handler(ConnectionObject *self, PyObject *handler) {
+  /* On a listener this is also what future children inherit (they copy it
+   * at their CM_EV_OPEN), so None reverts them to the default handler. */
+  Py_XSETREF(self->handler, handler != Py_None ? Py_NewRef(handler) : NULL);
+  Py_RETURN_NONE;
+}
+
+static PyObject *connection_send(ConnectionObject *self, PyObject *data) {
+  struct cm_conn *c = live(self);
+  ext_data d;
+  if (c == NULL || ext_data_get(data, &d, "data") < 0) return NULL;
+  /* A closing connection drops unsent data anyway (cm_close), so sending
+   * to it is not an error (as with Mongoose, where it is a no-op). */
+  bool ok = c->is_closing || cm_send(c, d.buf, (size_t) d.len);
+  ext_data_release(&d);
+  if (!ok) {
+    PyErr_SetString(PyExc_RuntimeError, "mg_send failed");
+    return NULL;
+  }
+  Py_RETURN_NONE;
+}
+
+/* A growing byte buffer for the header block of a reply. */
+struct hbuf {
+  char *p;
+  size_t len, cap;
+};
+
+static int hbuf_add(struct hbuf *b, const char *s, size_t n) {
+  if (b->cap - b->len < n) {
+    size_t cap = b->cap * 2 + n + 64;
+    char *p = PyMem_Realloc(b->p, cap);
+    if (p == NULL) {
+      PyErr_NoMemory();
+      return -1;
+    }
+    b->p = p;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->len, s, n);
+  b->len += n;
+  return 0;
+}
+
+static bool has_crlf_nul(const char *s, Py_ssize_t n) {
+  return memchr(s, '\r', (size_t) n) || memchr(s, '\n', (size_t) n) || memchr(s, '\0', (size_t) n);
+}
+
+static bool is_content_type(const char *s, Py_ssize_t n) {
+  return n == 12 && cm_str_casecmp(cm_str_n(s, 12), cm_str_c("content-type"));
+}
+
+/* Append "name: value\r\n" for one item, after the checks of SPEC 1.5 (no
+ * CR, LF or NUL: header injection).  `*is_ct` tells whether the name is
+ * Content-Type; with `skip_ct` such an item is left out (reply_json). */
+static int add_header(struct hbuf *b, PyObject *key, PyObject *value, bool skip_ct, bool *is_ct) {
+  int rc = -1;
+  Py_ssize_t kn, vn;
+  PyObject *k = PyObject_Str(key), *v = k != NULL ? PyObject_Str(value) : NULL;
+  const char *ks = v != NULL ? PyUnicode_AsUTF8AndSize(k, &kn) : NULL;
+  const char *vs = ks != NULL ? PyUnicode_AsUTF8AndSize(v, &vn) : NULL;
+  if (vs == NULL) goto done;
+  *is_ct = is_content_type(ks, kn);
+  if (has_crlf_nul(ks, kn)) {
+    PyErr_Format(PyExc_ValueError, "Header name contains illegal character (CR, LF, or NUL): %R", k);
+  } else if (*is_ct && skip_ct) {
+    rc = 0; /* replaced by the forced application/json */
+  } else if (has_crlf_nul(vs, vn)) {
+    PyErr_Format(PyExc_ValueError, "Header value contains illegal character (CR, LF, or NUL): %R", v);
+  } else {
+    rc = (hbuf_add(b, ks, (size_t) kn) < 0 || hbuf_add(b, ": ", 2) < 0 || hbuf_add(b, vs, (size_t) vn) < 0 ||
+          hbuf_add(b, "\r\n", 2) < 0)
+             ? -1
+             : 0;
+  }
+done:
+  Py_XDECREF(k);
+  Py_XDECREF(v);
+  return rc;
+}
+
+/* The header block of a reply: the caller's headers in order, with
+ * Content-Type: text/plain first when none is given; for reply_json, any
+ * Content-Type replaced by application/json (SPEC 2.5.5). */
+static int build_headers(PyObject *headers, bool json, struct hbuf *b) {
+  const char *ct = json ? APP_JSON : TEXT_PLAIN;
+  if (headers == NULL || headers == Py_None) return hbuf_add(b, ct, strlen(ct));
+  if (!PyDict_Check(headers)) {
+    PyErr_Format(PyExc_TypeError, "headers must be a dict, not %.100s", Py_TYPE(headers)->tp_name);
+    return -1;
+  }
+  /* A snapshot of (key, value) pairs holding their own references:
+   * str(key) may run Python code that mutates the dict. */
+  PyObject *items = PyDict_Items(headers);
+  if (items == NULL) return -1;
+  struct hbuf user = {NULL, 0, 0};
+  bool any_ct = false, is_ct = false;
+  int rc = 0;
+  for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(items); i++) {
+    PyObject *pair = PyList_GET_ITEM(items, i);
+    rc = add_header(&user, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1), json, &is_ct);
+    any_ct = any_ct || is_ct;
+  }
+  Py_DECREF(items);
+  if (rc == 0 && (json || !any_ct)) rc = hbuf_add(b, ct, strlen(ct));
+  if (rc == 0 && user.len > 0) rc = hbuf_add(b, user.p, user.len);
+  PyMem_Free(user.p);
+  return rc;
+}
+
+/* Shared tail of reply() and reply_json(): validate, then send. */
+static PyObject *do_reply(ConnectionObject *self, int status, PyObject *body, PyObject *headers, bool json) {
+  struct hbuf h = {NULL, 0, 0};
+  ext_data d;
+  PyObject *result = NULL;
+  /* Validation comes first, even on a closed connection (SPEC 1.5). */
+  if (build_headers(headers, json, &h) < 0) goto done;
+  if (ext_data_get(body, &d, "body") < 0) goto done;
+  struct cm_conn *c = live(self);
+  bool ok = c != NULL && (c->is_closing || cm_http_reply(c, status, h.p, h.len, d.buf, (size_t) d.len));
+  ext_data_release(&d);
+  if (c != NULL && !ok) PyErr_SetString(PyExc_RuntimeError, "mg_http_reply failed");
+  if (ok) result = Py_NewRef(Py_None);
+done:
+  PyMem_Free(h.p);
+  return result;
+}
+
+static PyObject *connection_reply(ConnectionObject *self, PyObject *args, PyObject *kwargs) {
+  static char *kwlist[] = {"status_code", "body", "headers", NULL};
+  int status;
+  PyObject *body = NULL, *headers = Py_None, *result;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|OO:reply", kwlist, &status, &body, &headers)) return NULL;
+  if (body != NULL) return do_reply(self, status, body, headers, false);
+  body = PyBytes_FromStringAndSize("", 0);
+  if (body == NULL) return NULL;
+  result = do_reply(self, status, body, headers, false);
+  Py_DECREF(body);
+  return result;
+}
+
+static PyObject *json_dumps(cm_state *st, PyObject *data) {
+  if (st->json_dumps == NULL) {
+    PyObject *json = PyImport_ImportModule("json");
+    if (json == NULL) return NULL;
+    st->json_dumps = PyObject_GetAttrString(json, "dumps");
+    Py_DECREF(json);
+    if (st->json_dumps == NULL) return NULL;
+  }
+  return PyObject_CallOneArg(st->json_dumps, data);
+}
+
+static PyObject *connection_reply_json(ConnectionObject *self, PyObject *args, PyObject *kwargs) {
+  static char *kwlist[] = {"data", "status_code", "headers", NULL};
+  int status = 200;
+  PyObject *data, *headers = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|iO:reply_json", kwlist, &data, &status, &headers))
+    return NULL;
+  PyObject *body = json_dumps(self->state, data);
+  if (body == NULL) return NULL;
+  PyObject *result = do_reply(self, status, body, headers, true);
+  Py_DECREF(body);
+  return result;
+}
+
+static PyObject *connection_close(ConnectionObject *self, PyObject *unused) {
+  (void) unused;
+  /* Deferred (SPEC Decision 3): CM_EV_CLOSE fires at the end of the
+   * iteration, so closing from any handler, any connection, is safe. */
+  if (self->c != NULL) cm_close(self->c);
+  Py_RETURN_NONE;
+}
+
+static PyObject *connection_drain(ConnectionObject *self, PyObject *unused) {
+  (void) unused;
+  if (self->c != NULL) cm_drain(self->c);
+  Py_RETURN_NONE;
+}
+
+static PyObject *connection_error(ConnectionObject *self, PyObject *message) {
+  struct cm_conn *c = live(self);
+  Py_ssize_t n;
+  if (c == NULL) return NULL;
+  if (!PyUnicode_Check(message)) {
+    PyErr_Format(PyExc_TypeError, "message must be str, not %.100s", Py_TYPE(message)->tp_name);
+    return NULL;
+  }
+  const char *msg = PyUnicode_AsUTF8AndSize(message, &n);
+  if (msg == NULL) return NULL;
+  /* CM_EV_ERROR runs our handlers synchronously; hold the manager so that a
+   * handler dropping the last reference cannot free it under the core. */
+  ManagerObject *m = (ManagerObject *) Py_NewRef((PyObject *) c->fn_data);
+  cm_error(c, "%s", msg); /* user text is an argument, never the format */
+  int rc = manager_raise_pending(m);
+  Py_DECREF(m);
+  if (rc < 0) return NULL;
+  Py_RETURN_NONE;
+}
+
+/* Copy of the first `length` bytes of `io` (all of them for -1 or more
+ * than there are); b"" once closed. */
+static PyObject *copy_buffer(ConnectionObject *self, PyObject *args, PyObject *kwargs, bool recv) {
+  static char *kwlist[] = {"length", NULL};
+  Py_ssize_t length = -1;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, recv ? "|n:recv_data" : "|n:send_data", kwlist, &length))
+    return NULL;
+  if (self->c == NULL) return PyBytes_FromStringAndSize("", 0);
+  const struct cm_iobuf *io = recv ? &self->c->recv : &self->c->send;
+  size_t n = length < 0 || (size_t) length > io->len ? io->len : (size_t) length;
+  return PyBytes_FromStringAndSize(n > 0 ? cm_iobuf_data(io) : "", (Py_ssize_t) n);
+}
+
+static PyObject *connection_recv_data(ConnectionObject *self, PyObject *args, PyObject *kwargs) {
+  return copy_buffer(self, args, kwargs, true);
+}
+
+static PyObject *connection_send_data(ConnectionObject *self, PyObject *args, PyObject *kwargs) {
+  return copy_buffer(self, args, kwargs, false);
+}
+
+static PyObject *connection_repr(ConnectionObject *self) {
+  const struct cm_conn *c = self->c;
+  if (c == NULL) return PyUnicode_FromString("<Connection closed>");
+  return PyUnicode_FromFormat("<Connection id=%llu readable=%s writable=%s>", (unsigned long long) c->id,
+                              c->is_readable ? "True" : "False", c->is_writable ? "True" : "False");
+}
+
+#define FLAG(name, f, doc) \
+  { name, (getter) connection_get_flag, NULL, doc, (void *) (intptr_t) (f) }
+#define SIZE(name, s, doc) \
+  { name, (getter) connection_get_size, NULL, doc, (void *) (intptr_t) (s) }
+
+static PyGetSetDef connection_getset[] = {
+    {"handler", (getter) connection_get_handler, NULL, "Per-connection handler, or None.", NULL},
+    {"userdata", (getter) connection_get_userdata, (setter) connection_set_userdata,
+     "Any object of the application (default None).", NULL},
+    {"id", (getter) connection_get_id, NULL, "Connection id (> 0; 0 once closed).", NULL},
+    {"local_addr", (getter) connection_get_local_addr, NULL, "(ip, port, is_ipv6) or None.", NULL},
+    {"remote_addr", (getter) connection_get_remote_addr, NULL, "(ip, port, is_ipv6) or None.", NULL},
+    FLAG("is_listening", F_LISTENING, "Listening socket."),
+    FLAG("is_closing", F_CLOSING, "Marked for close (True once closed)."),
+    FLAG("is_client", F_CLIENT, "Outbound connection."),
+    FLAG("is_tls", F_TLS, "TLS requested or active."),
+    FLAG("is_udp", F_UDP, "Datagram socket."),
+    FLAG("is_websocket", F_WEBSOCKET, "Upgraded to WebSocket."),
+    FLAG("is_readable", F_READABLE, "Last readiness test said readable."),
+    FLAG("is_writable", F_WRITABLE, "Last readiness test said writable."),
+    FLAG("is_full", F_FULL, "Reading paused: too much unsent data."),
+    FLAG("is_draining", F_DRAINING, "Closing once the send buffer is flushed."),
+    SIZE("recv_len", S_RECV_LEN, "Bytes in the receive buffer."),
+    SIZE("send_len", S_SEND_LEN, "Bytes in the send buffer."),
+    SIZE("recv_size", S_RECV_SIZE, "Receive buffer capacity."),
+    SIZE("send_size", S_SEND_SIZE, "Send buffer capacity."),
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef connection_methods[] = {
+    {"set_handler", (PyCFunction) connection_set_handler, METH_O,
+     "set_handler($self, handler, /)\n--\n\nSet the handler; on a listener also for future children."},
+    {"send", (PyCFunction) connection_send, METH_O,
+     "send($self, data, /)\n--\n\nQueue raw bytes (str is sent as UTF-8)."},
+    {"reply", KW_METHOD(connection_reply),
+     "reply($self, /, status_code, body=b'', headers=None)\n--\n\nSend a complete HTTP response."},
+    {"reply_json", KW_METHOD(connection_reply_json),
+     "reply_json($self, /, data, status_code=200, headers=None)\n--\n\nReply with json.dumps(data)."},
+    {"close", (PyCFunction) connection_close, METH_NOARGS,
+     "close($self, /)\n--\n\nClose at the end of this poll iteration."},
+    {"drain", (PyCFunction) connection_drain, METH_NOARGS,
+     "drain($self, /)\n--\n\nClose once everything queued has been sent."},
+    {"error", (PyCFunction) connection_error, METH_O,
+     "error($self, message, /)\n--\n\nMark closing and fire MG_EV_ERROR(message) now."},
+    {"recv_data", KW_METHOD(connection_recv_data),
+     "recv_data($self, /, length=-1)\n--\n\nCopy of the receive buffer (first `length` bytes)."},
+    {"send_data", KW_METHOD(connection_send_data),
+     "send_data($self, /, length=-1)\n--\n\nCopy of the unsent bytes (first `length`)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef connection_members[] = {
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(ConnectionObject, weakreflist), Py_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot connection_slots[] = {
+    {Py_tp_doc, "A network connection of a Manager; created only by the Manager."},
+    {Py_tp_new, connection_tp_new},
+    {Py_tp_dealloc, connection_dealloc},
+    {Py_tp_traverse, connection_traverse},
+    {Py_tp_clear, connection_clear},
+    {Py_tp_repr, connection_repr},
+    {Py_tp_getset, connection_getset},
+    {Py_tp_methods, connection_methods},
+    {Py_tp_members, connection_members},
+    {0, NULL},
+};
+
+PyType_Spec Connection_spec = {
+    .name = "cymongoose._mongoose.Connection",
+    .basicsize = sizeof(ConnectionObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = connection_slots,
+};

@@ -1,0 +1,150 @@
+/* ext.h: declarations shared by the files of the CPython binding
+ * (cymongoose._mongoose): module state, object structs, and the few
+ * functions one file offers another.
+ *
+ * Threading: everything here runs with the GIL held.  The GIL is dropped
+ * only while the core sleeps in epoll_wait (mgr.sleep_fn) and around the
+ * payload copy of Manager.wakeup(); so the GIL is also what serialises the
+ * two thread-safe entry points, Manager.wakeup() and Timer.cancel(), with
+ * the poll thread. */
+#ifndef CM_EXT_H
+#define CM_EXT_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "cm.h"
+
+#if PY_VERSION_HEX < 0x030B0000 /* public from 3.11; 3.10 has the same function */
+#define PyType_GetModuleByDef _PyType_GetModuleByDef
+#endif
+#if PY_VERSION_HEX < 0x030C0000 /* the member flags got Py_ names in 3.12 */
+#include <structmember.h>
+#define Py_T_PYSSIZET T_PYSSIZET
+#define Py_READONLY READONLY
+#endif
+
+/* Module state (PEP 573): every global of the module lives here. */
+typedef struct {
+  PyTypeObject *ManagerType;
+  PyTypeObject *ConnectionType;
+  PyTypeObject *HttpMessageType;
+  PyTypeObject *TimerType;
+  PyObject *print_exc;  /* traceback.print_exc, imported on first use */
+  PyObject *json_dumps; /* json.dumps, imported on first use */
+} cm_state;
+
+extern PyModuleDef cm_module_def;
+
+static inline cm_state *get_state(PyObject *module) { return (cm_state *) PyModule_GetState(module); }
+
+/* State for slots and methods that only have an instance (tp_new, ...). */
+static inline cm_state *get_state_by_type(PyTypeObject *tp) {
+  PyObject *module = PyType_GetModuleByDef(tp, &cm_module_def);
+  return module != NULL ? get_state(module) : NULL;
+}
+
+typedef struct TimerObject TimerObject;
+
+/* Manager: owns a struct cm_mgr and, through it, every connection. */
+typedef struct {
+  PyObject ob_base;         /* PyObject_HEAD, spelled out for clang-format */
+  struct cm_mgr mgr;        /* the core manager (embedded) */
+  cm_state *state;          /* borrowed: our type holds the module */
+  PyObject *handler;        /* default handler or NULL (strong) */
+  PyObject *error_handler;  /* error_handler or NULL (strong) */
+  PyObject *conns;          /* dict id -> Connection, creation order (strong) */
+  PyObject *call_handler;   /* borrowed: handler of the running listen()/connect() */
+  PyObject *pending_exc;    /* BaseException to re-raise, or NULL (strong) */
+  TimerObject *timers;      /* running timers; each link holds a reference */
+  TimerObject *cancels;     /* Timer.cancel() queue; each link holds a reference */
+  struct cm_wakeup *wakeup; /* our reference to the wakeup channel, or NULL */
+  uint64_t wakeup_id;       /* id of the wakeup connection, 0 if disabled */
+  PyThreadState *tstate;    /* saved while sleeping without the GIL */
+  int depth;                /* Python calls in progress (handlers, timers) */
+  bool polling;             /* inside poll() */
+  bool closed;              /* close() ran (or the core never started) */
+  bool silent;              /* tearing down from dealloc/GC: no Python */
+  volatile bool stop_run;   /* run(): set by the signal handler */
+  PyObject *weakreflist;    /* weak references to us */
+} ManagerObject;
+
+/* Connection: one object per core connection for its whole life. */
+typedef struct {
+  PyObject ob_base;      /* PyObject_HEAD */
+  struct cm_conn *c;     /* the core connection; NULL once closed */
+  cm_state *state;       /* borrowed: our type holds the module */
+  PyObject *handler;     /* handler or NULL (strong); a listener's is inherited */
+  PyObject *userdata;    /* user object or NULL (strong) */
+  PyObject *weakreflist; /* weak references to us */
+} ConnectionObject;
+
+/* HttpMessage: a view of a core message, valid only during its event. */
+typedef struct {
+  PyObject ob_base;             /* PyObject_HEAD */
+  const struct cm_http_msg *hm; /* borrowed from the event; NULL when invalid */
+} HttpMessageObject;
+
+/* Timer: embeds the core timer, so the object must outlive its scheduling:
+ * while it runs, the manager's `timers` list holds a reference to it. */
+struct TimerObject {
+  PyObject ob_base;         /* PyObject_HEAD */
+  struct cm_timer t;        /* the core timer (embedded) */
+  PyObject *callback;       /* strong */
+  ManagerObject *mgr;       /* borrowed; set only while on mgr->timers */
+  TimerObject *prev, *next; /* mgr->timers links */
+  TimerObject *next_cancel; /* mgr->cancels link */
+  atomic_bool cancelled;    /* cancel() was called: never call back again */
+  PyObject *weakreflist;    /* weak references to us */
+};
+
+/* A str (as UTF-8) or bytes-like argument, borrowed from the caller's
+ * object for the duration of the call. */
+typedef struct {
+  const char *buf;
+  Py_ssize_t len;
+  Py_buffer view; /* used when view.obj != NULL */
+} ext_data;
+
+/* A PyMethodDef's function and flags for f(self, args, kwargs). */
+#define KW_METHOD(f) (PyCFunction)(void (*)(void))(f), METH_VARARGS | METH_KEYWORDS
+
+/* module.c */
+extern PyType_Spec Manager_spec, Connection_spec, HttpMessage_spec, Timer_spec;
+
+/* util.c */
+extern PyMethodDef util_methods[];
+/* Fill `d` from a str or bytes-like object; TypeError naming `what` else. */
+int ext_data_get(PyObject *obj, ext_data *d, const char *what);
+void ext_data_release(ext_data *d);
+/* A Python int as a C int (OverflowError outside its range). */
+int ext_as_int(PyObject *obj, int *out);
+
+/* manager.c */
+/* Deal with the exception of a failed handler or timer call made for `m`
+ * (see SPEC 2.1.4): an Exception goes to error_handler (if `use_handler`)
+ * or is printed; a BaseException is kept for poll() to re-raise. */
+void manager_handle_exception(ManagerObject *m, bool use_handler);
+/* Raise m->pending_exc if no poll() or handler call will do it later.
+ * Returns -1 with the exception set, else 0. */
+int manager_raise_pending(ManagerObject *m);
+
+/* connection.c */
+ConnectionObject *connection_new(cm_state *st, struct cm_conn *c, PyObject *handler);
+/* The core connection is gone: the object keeps only safe defaults. */
+void connection_detach(ConnectionObject *conn);
+
+/* message.c */
+PyObject *http_message_new(cm_state *st, const struct cm_http_msg *hm);
+void http_message_invalidate(PyObject *view);
+
+/* timer.c */
+PyObject *timer_start(ManagerObject *m, uint64_t ms, PyObject *callback, unsigned flags);
+/* Apply queued Timer.cancel() calls (start of poll()). */
+void timers_apply_cancels(ManagerObject *m);
+/* Stop every timer of `m` and drop the manager's references to them. */
+void timers_stop_all(ManagerObject *m);
+
+#endif /* CM_EXT_H */

@@ -1,0 +1,672 @@
+/* manager.c: Manager (SPEC 1.4): the event loop, its one C callback into
+ * Python, exception routing, wakeup, run() and shutdown.
+ *
+ * Every connection we create has c->fn = on_event and c->fn_data = the
+ * ManagerObject; accepted connections inherit both.  on_event wraps each
+ * new connection in one ConnectionObject (kept in self->conns, pointed to
+ * by c->userdata), turns the event's C data into Python data, calls the
+ * handler, invalidates message views, and detaches the wrapper after
+ * CM_EV_CLOSE.
+ *
+ * The GIL is held throughout, except around epoll_wait (on_sleep) and the
+ * payload copy in wakeup(). */
+#include <signal.h>
+
+#include "ext.h"
+
+#define NOT_REENTRANT                                                              \
+  "poll() is not reentrant and must not be called concurrently. Use AsyncManager " \
+  "for multi-threaded access."
+#define CLOSE_WHILE_POLLING \
+  "Cannot close Manager while poll() is active. Stop all polling threads before calling close()."
+
+/* ---- exceptions --------------------------------------------------------- */
+
+/* The raised exception as one object, cleared (3.12's
+ * PyErr_GetRaisedException).  NULL if none is set. */
+static PyObject *take_exception(void) {
+#if PY_VERSION_HEX >= 0x030C0000
+  return PyErr_GetRaisedException();
+#else
+  PyObject *type, *value, *tb;
+  PyErr_Fetch(&type, &value, &tb);
+  PyErr_NormalizeException(&type, &value, &tb);
+  if (value != NULL && tb != NULL) PyException_SetTraceback(value, tb);
+  Py_XDECREF(type);
+  Py_XDECREF(tb);
+  return value;
+#endif
+}
+
+/* Raise `exc` again (steals the reference). */
+static void restore_exception(PyObject *exc) {
+#if PY_VERSION_HEX >= 0x030C0000
+  PyErr_SetRaisedException(exc);
+#else
+  PyErr_Restore(Py_NewRef((PyObject *) Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
+/* Call fn(arg), or fn() when `arg` is NULL, with `exc` as the exception
+ * being handled, as inside an `except` block: traceback.print_exc() and
+ * sys.exc_info() see it there, and an exception raised by fn gets it as
+ * __context__. */
+static PyObject *call_handling(PyObject *exc, PyObject *fn, PyObject *arg) {
+  PyObject *type, *value, *tb;
+  PyErr_GetExcInfo(&type, &value, &tb); /* new references, given back below */
+  PyErr_SetExcInfo(Py_NewRef((PyObject *) Py_TYPE(exc)), Py_NewRef(exc), PyException_GetTraceback(exc));
+  PyObject *result = arg != NULL ? PyObject_CallOneArg(fn, arg) : PyObject_CallNoArgs(fn);
+  PyErr_SetExcInfo(type, value, tb);
+  return result;
+}
+
+/* traceback.print_exc() of `exc`, onto Python's sys.stderr. */
+static void print_exception(ManagerObject *self, PyObject *exc) {
+  cm_state *st = self->state;
+  if (st->print_exc == NULL) {
+    PyObject *tb = PyImport_ImportModule("traceback");
+    st->print_exc = tb != NULL ? PyObject_GetAttrString(tb, "print_exc") : NULL;
+    Py_XDECREF(tb);
+  }
+  PyObject *r = st->print_exc != NULL ? call_handling(exc, st->print_exc, NULL) : NULL;
+  if (r != NULL) {
+    Py_DECREF(r);
+    return;
+  }
+  /* No traceback module or no stderr (interpreter shutdown): last resort. */
+  PyErr_Clear();
+  restore_exception(Py_NewRef(exc));
+  PyErr_WriteUnraisable((PyObject *) self);
+}
+
+/* A BaseException that is not an Exception stops Python dispatch until
+ * poll() (or the synchronous call that ran the handler) re-raises it. */
+static void keep_exception(ManagerObject *self, PyObject *exc) {
+  if (self->pending_exc != NULL) { /* dispatch already stopped at the first one */
+    Py_DECREF(exc);
+    return;
+  }
+  self->pending_exc = exc; /* steals */
+}
+
+static bool is_exception(PyObject *exc) { return PyObject_TypeCheck(exc, (PyTypeObject *) PyExc_Exception); }
+
+void manager_handle_exception(ManagerObject *self, bool use_handler) {
+  PyObject *exc = take_exception();
+  if (exc == NULL) return;
+  if (!is_exception(exc)) {
+    keep_exception(self, exc);
+    return;
+  }
+  if (use_handler && self->error_handler != NULL) {
+    PyObject *r = call_handling(exc, self->error_handler, exc);
+    Py_DECREF(exc);
+    if (r != NULL) {
+      Py_DECREF(r);
+      return;
+    }
+    exc = take_exception(); /* the error handler's own exception */
+    if (exc == NULL) return;
+    if (!is_exception(exc)) {
+      keep_exception(self, exc);
+      return;
+    }
+  }
+  print_exception(self, exc);
+  Py_DECREF(exc);
+}
+
+/* poll() running, or a handler (or timer) running: the core must not be
+ * re-entered or freed. */
+static bool busy(ManagerObject *self) { return self->polling || self->depth > 0; }
+
+int manager_raise_pending(ManagerObject *self) {
+  if (self->pending_exc == NULL || busy(self)) return 0;
+  PyObject *exc = self->pending_exc;
+  self->pending_exc = NULL;
+  restore_exception(exc); /* steals */
+  return -1;
+}
+
+static int check_open(ManagerObject *self) {
+  if (!self->closed) return 0;
+  PyErr_SetString(PyExc_RuntimeError, "Manager has been freed");
+  return -1;
+}
+
+/* ---- the bridge from the core ------------------------------------------- */
+
+/* mgr.sleep_fn: drop the GIL for the blocking wait alone. */
+static void on_sleep(struct cm_mgr *mgr, bool sleeping, void *arg) {
+  ManagerObject *self = arg;
+  (void) mgr;
+  if (sleeping) {
+    self->tstate = PyEval_SaveThread();
+  } else {
+    PyEval_RestoreThread(self->tstate);
+    self->tstate = NULL;
+  }
+}
+
+/* The `data` argument of an event (SPEC 1.3); *view tells the caller to
+ * invalidate it after the handler returns. */
+static PyObject *event_data(ManagerObject *self, int ev, void *ev_data, bool *view) {
+  switch (ev) {
+    case CM_EV_ERROR: {
+      const char *msg = ev_data != NULL ? ev_data : "";
+      return PyUnicode_DecodeUTF8(msg, (Py_ssize_t) strlen(msg), "ignore");
+    }
+    case CM_EV_HTTP_HDRS:
+    case CM_EV_HTTP_MSG:
+    case CM_EV_WS_OPEN:
+      if (ev_data == NULL) break;
+      *view = true;
+      return http_message_new(self->state, ev_data);
+    case CM_EV_WAKEUP: {
+      const struct cm_str *s = ev_data;
+      return PyBytes_FromStringAndSize(s != NULL && s->len > 0 ? s->buf : "",
+                                       s != NULL ? (Py_ssize_t) s->len : 0);
+    }
+    case CM_EV_MQTT_OPEN:
+      if (ev_data != NULL) return PyLong_FromLong(*(const int *) ev_data);
+      break;
+    case CM_EV_SNTP_TIME:
+      if (ev_data != NULL) return PyLong_FromLongLong(*(const int64_t *) ev_data);
+      break;
+    default: break;
+  }
+  return Py_NewRef(Py_None);
+}
+
+/* Call the handler of `conn` for one event.  The handler is looked up now
+ * (SPEC 2.1.1): the connection's own, else the manager's default. */
+static void dispatch(ManagerObject *self, ConnectionObject *conn, int ev, void *ev_data) {
+  PyObject *handler = conn->handler != NULL ? conn->handler : self->handler;
+  if (handler == NULL) return; /* nobody listens: the event is dropped */
+  bool view = false;
+  PyObject *data = event_data(self, ev, ev_data, &view);
+  PyObject *evobj = data != NULL ? PyLong_FromLong(ev) : NULL;
+  PyObject *result = NULL;
+  self->depth++;
+  if (evobj != NULL) {
+    /* set_handler() inside the call may drop conn's reference to the
+     * handler, so the call holds its own.  Slot 0 is free for the
+     * vectorcall protocol to prepend `self` of a bound method. */
+    PyObject *argv[4] = {NULL, (PyObject *) conn, evobj, data};
+    Py_INCREF(handler);
+    result = PyObject_Vectorcall(handler, argv + 1, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(handler);
+  }
+  if (view && data != NULL) http_message_invalidate(data); /* before anything else can run */
+  if (result == NULL) manager_handle_exception(self, true);
+  self->depth--;
+  Py_XDECREF(result);
+  Py_XDECREF(evobj);
+  Py_XDECREF(data);
+}
+
+/* CM_EV_OPEN: create the one Connection object of `c`.  Its handler: the
+ * listener's (inheritable) handler for an accepted child, else the handler
+ * given to the listen()/connect() call that is running (SPEC Decision 6). */
+static void wrap(ManagerObject *self, struct cm_conn *c, struct cm_conn *listener) {
+  if (self->silent || self->conns == NULL || self->state->ConnectionType == NULL) return;
+  PyObject *handler = self->call_handler;
+  if (listener != NULL) {
+    ConnectionObject *lw = listener->userdata;
+    handler = lw != NULL ? lw->handler : NULL;
+  }
+  ConnectionObject *conn = connection_new(self->state, c, handler);
+  PyObject *key = conn != NULL ? PyLong_FromUnsignedLongLong(c->id) : NULL;
+  if (key != NULL && PyDict_SetItem(self->conns, key, (PyObject *) conn) == 0) {
+    c->userdata = conn; /* borrowed: self->conns owns the reference */
+  } else {
+    /* Out of memory: a connection nobody can see must not live on. */
+    manager_handle_exception(self, true);
+    cm_close(c);
+  }
+  Py_XDECREF(key);
+  Py_XDECREF(conn);
+}
+
+/* After CM_EV_CLOSE: the core frees `c` next; the object stays, detached. */
+static void forget(ManagerObject *self, struct cm_conn *c, ConnectionObject *conn) {
+  uint64_t id = c->id;
+  connection_detach(conn);
+  c->userdata = NULL;
+  /* Tearing down without Python: teardown() clears the whole dict later. */
+  if (self->silent || self->conns == NULL) return;
+  PyObject *key = PyLong_FromUnsignedLongLong(id);
+  if (key == NULL || PyDict_DelItem(self->conns, key) < 0) PyErr_WriteUnraisable((PyObject *) self);
+  Py_XDECREF(key); /* the object may be freed by the DelItem */
+}
+
+/* The user handler of every connection of ours. */
+static void on_event(struct cm_conn *c, int ev, void *ev_data) {
+  ManagerObject *self = c->fn_data;
+  if (c->is_internal) return;
+  if (ev == CM_EV_OPEN) wrap(self, c, ev_data);
+  ConnectionObject *conn = c->userdata;
+  /* After a BaseException, Python sees nothing more until poll() raises it;
+   * the bookkeeping below still runs. */
+  bool shown = !self->silent && self->pending_exc == NULL;
+  if (conn != NULL && shown) {
+    Py_INCREF(conn);
+    dispatch(self, conn, ev, ev_data);
+    Py_DECREF(conn); /* still owned by self->conns until CM_EV_CLOSE */
+  }
+  /* SPEC Decision 4: without a protocol, each READ shows only new bytes. */
+  if (ev == CM_EV_READ && c->pfn == NULL && shown) cm_iobuf_consume(&c->recv, c->recv.len);
+  if (ev == CM_EV_CLOSE && conn != NULL) forget(self, c, conn);
+}
+
+/* ---- poll, close -------------------------------------------------------- */
+
+static int do_poll(ManagerObject *self, int ms) {
+  if (busy(self)) {
+    PyErr_SetString(PyExc_RuntimeError, NOT_REENTRANT);
+    return -1;
+  }
+  if (check_open(self) < 0) return -1;
+  /* Set first: dropping a cancelled Timer may run arbitrary __del__ code,
+   * which must not start a nested poll. */
+  self->polling = true;
+  timers_apply_cancels(self);
+  cm_mgr_poll(&self->mgr, ms);
+  self->polling = false;
+  if (PyErr_CheckSignals() < 0) {
+    if (self->pending_exc != NULL) { /* never lost: chained as the context */
+      PyObject *exc = take_exception();
+      PyException_SetContext(exc, self->pending_exc); /* steals */
+      self->pending_exc = NULL;
+      restore_exception(exc);
+    }
+    return -1;
+  }
+  return manager_raise_pending(self);
+}
+
+static PyObject *manager_poll(ManagerObject *self, PyObject *args, PyObject *kwargs) {
+  static char *kwlist[] = {"timeout_ms", NULL};
+  int ms = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|i:poll", kwlist, &ms)) return NULL;
+  if (do_poll(self, ms) < 0) return NULL;
+  Py_RETURN_NONE;
+}
+
+/* Free the core: timers first, then every connection (their handlers see
+ * MG_EV_POLL and MG_EV_CLOSE unless `silent`), then the wrappers. */
+static void teardown(ManagerObject *self) {
+  self->closed = true; /* from here listen/connect/timer_add refuse */
+  timers_stop_all(self);
+  cm_mgr_free(&self->mgr);
+  if (self->conns == NULL) return;
+  Py_ssize_t pos = 0;
+  PyObject *key, *value;
+  while (PyDict_Next(self->conns, &pos, &key, &value)) connection_detach((ConnectionObject *) value);
+  PyDict_Clear(self->conns);
+}
+
+static int do_close(ManagerObject *self) {
+  if (busy(self)) {
+    PyErr_SetString(PyExc_RuntimeError, CLOSE_WHILE_POLLING);
+    return -1;
+  }
+  if (self->closed) return 0;
+  teardown(self);
+  return manager_raise_pending(self);
+}
+
+static PyObject *manager_close(ManagerObject *self, PyObject *unused) {
+  (void) unused;
+  if (do_close(self) < 0) return NULL;
+  Py_RETURN_NONE;
+}
+
+static PyObject *manager_enter(ManagerObject *self, PyObject *unused) {
+  (void) unused;
+  return Py_NewRef(self);
+}
+
+static PyObject *manager_exit(ManagerObject *self, PyObject *args) {
+  (void) args;
+  if (do_close(self) < 0) return NULL;
+  Py_RETURN_FALSE; /* exceptions of the with-block propagate */
+}
+
+/* ---- listen, connect ---------------------------------------------------- */
+
+/* SPEC 2.5.1: HTTP parsing when url[:8].lower() starts with one of these. */
+static bool is_http_url(const char *url, size_t len) {
+  static const char *const schemes[] = {"http://", "https://", "ws://", "wss://"};
+  for (size_t i = 0; i < CM_ARRAY_SIZE(schemes); i++) {
+    size_t n = strlen(schemes[i]);
+    if (len >= n && cm_str_casecmp(cm_str_n(url, n), cm_str_n(schemes[i], n))) return true;
+  }
+  return false;
+}
+
+typedef struct cm_conn *(*open_fn)(struct cm_mgr *, const char *, cm_handler_fn, void *);
+
+/* listen() and connect(): events fired inside the core call (OPEN, and
+ * RESOLVE/CONNECT for literal addresses) reach `handler` through
+ * self->call_handler (SPEC Decision 6). */
+static PyObject *open_conn(ManagerObject *self, PyObject *args, PyObject *kwargs, bool listen) {
+  static char *kwlist[] = {"url", "handler", "http", NULL};
+  PyObject *url, *handler = Py_None, *http = Py_None;
+  Py_ssize_t len;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, listen ? "U|O$O:listen" : "U|O$O:connect", kwlist, &url,
+                                   &handler, &http))
+    return NULL;
+  if (check_open(self) < 0) return NULL;
+  const char *u = PyUnicode_AsUTF8AndSize(url, &len);
+  if (u == NULL) return NULL;
+  if (strlen(u) != (size_t) len) {
+    PyErr_SetString(PyExc_ValueError, "embedded null character in url");
+    return NULL;
+  }
+  int use_http = http == Py_None ? is_http_url(u, (size_t) len) : PyObject_IsTrue(http);
+  if (use_http < 0) return NULL;
+  open_fn fn = listen ? (use_http ? cm_http_listen : cm_listen) : (use_http ? cm_http_connect : cm_connect);
+  PyObject *outer = self->call_handler; /* a handler may nest listen/connect */
+  self->call_handler = handler != Py_None ? handler : NULL;
+  struct cm_conn *c = fn(&self->mgr, u, on_event, self);
+  self->call_handler = outer;
+  ConnectionObject *conn = c != NULL ? c->userdata : NULL;
+  if (manager_raise_pending(self) < 0) return NULL; /* a handler's BaseException */
+  if (conn == NULL) {
+    return PyErr_Format(PyExc_RuntimeError, listen ? "Failed to listen on '%U'" : "Failed to connect to '%U'",
+                        url);
+  }
+  return Py_NewRef(conn);
+}
+
+static PyObject *manager_listen(ManagerObject *self, PyObject *args, PyObject *kwargs) {
+  return open_conn(self, args, kwargs, true);
+}
+
+static PyObject *manager_connect(ManagerObject *self, PyObject *args, PyObject *kwargs) {
+  return open_conn(self, args, kwargs, false);
+}
+
+/* ---- wakeup, timers ----------------------------------------------------- */
+
+static PyObject *manager_wakeup(ManagerObject *self, PyObject *args, PyObject *kwargs) {
+  static char *kwlist[] = {"connection_id", "data", NULL};
+  PyObject *idobj, *data = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:wakeup", kwlist, &idobj, &data)) return NULL;
+  if (data != NULL && !PyBytes_Check(data)) {
+    return PyErr_Format(PyExc_TypeError, "wakeup() data must be bytes, not %.100s", Py_TYPE(data)->tp_name);
+  }
+  PyObject *index = PyNumber_Index(idobj);
+  if (index == NULL) return NULL;
+  unsigned long long id = PyLong_AsUnsignedLongLong(index); /* negative: OverflowError */
+  Py_DECREF(index);
+  if (id == (unsigned long long) -1 && PyErr_Occurred()) return NULL;
+  if (check_open(self) < 0) return NULL;
+  if (self->wakeup == NULL || id == 0) Py_RETURN_FALSE;
+  const char *buf = data != NULL ? PyBytes_AS_STRING(data) : "";
+  size_t len = data != NULL ? (size_t) PyBytes_GET_SIZE(data) : 0;
+  struct cm_wakeup *w = self->wakeup;      /* ours until dealloc; `data` is immutable */
+  PyThreadState *ts = PyEval_SaveThread(); /* Py_BEGIN_ALLOW_THREADS */
+  bool ok = cm_wakeup_send(w, id, buf, len);
+  PyEval_RestoreThread(ts);
+  if (!ok && check_open(self) < 0) return NULL; /* closed meanwhile */
+  if (!ok) return PyErr_NoMemory();
+  Py_RETURN_TRUE;
+}
+
+static PyObject *manager_timer_add(ManagerObject *self, PyObject *args, PyObject *kwargs) {
+  static char *kwlist[] = {"milliseconds", "callback", "repeat", "run_now", NULL};
+  PyObject *msobj, *callback;
+  int repeat = 0, run_now = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|$pp:timer_add", kwlist, &msobj, &callback, &repeat,
+                                   &run_now))
+    return NULL;
+  if (check_open(self) < 0) return NULL;
+  PyObject *index = PyNumber_Index(msobj);
+  if (index == NULL) return NULL;
+  unsigned long long ms = PyLong_AsUnsignedLongLong(index);
+  Py_DECREF(index);
+  if (ms == (unsigned long long) -1 && PyErr_Occurred()) return NULL;
+  if (!PyCallable_Check(callback)) {
+    PyErr_SetString(PyExc_TypeError, "timer callback must be callable");
+    return NULL;
+  }
+  unsigned flags = (repeat ? CM_TIMER_REPEAT : 0u) | (run_now ? CM_TIMER_RUN_NOW : 0u);
+  return timer_start(self, ms, callback, flags);
+}
+
+/* ---- run ---------------------------------------------------------------- */
+
+/* The SIGINT/SIGTERM handler that run() installs: ask the loop to stop. */
+static PyObject *manager_on_signal(PyObject *self, PyObject *args) {
+  (void) args;
+  ((ManagerObject *) self)->stop_run = true;
+  Py_RETURN_NONE;
+}
+
+static PyMethodDef on_signal_def = {"_cymongoose_stop", manager_on_signal, METH_VARARGS, NULL};
+
+/* signal.signal(signum, handler); a handler that Python did not install
+ * (getsignal() gave None) is restored as SIG_DFL. */
+static int set_signal(PyObject *signal, int signum, PyObject *handler) {
+  PyObject *h = handler != Py_None ? Py_NewRef(handler) : PyObject_GetAttrString(signal, "SIG_DFL");
+  PyObject *r = h != NULL ? PyObject_CallMethod(signal, "signal", "iO", signum, h) : NULL;
+  Py_XDECREF(h);
+  Py_XDECREF(r);
+  return r != NULL ? 0 : -1;
+}
+
+/* Poll until a signal handler asks to stop; 0, or -1 with an exception. */
+static int run_loop(ManagerObject *self, PyObject *signal, int ms) {
+  PyObject *stop = PyCFunction_New(&on_signal_def, (PyObject *) self);
+  if (stop == NULL) return -1;
+  int rc = set_signal(signal, SIGINT, stop);
+  if (rc == 0) rc = set_signal(signal, SIGTERM, stop);
+  Py_DECREF(stop);
+  self->stop_run = false;
+  while (rc == 0 && !self->stop_run) rc = do_poll(self, ms);
+  return rc;
+}
+
+/* Take the exception now set, if any, as in a `finally` block: it replaces
+ * *exc and gets the previous one as its __context__. */
+static void absorb(PyObject **exc) {
+  PyObject *later = take_exception();
+  if (later == NULL) return;
+  if (*exc != NULL) PyException_SetContext(later, *exc); /* steals */
+  *exc = later;
+}
+
+static PyObject *manager_run(ManagerObject *self, PyObject *args, PyObject *kwargs) {
+  static char *kwlist[] = {"poll_ms", NULL};
+  int ms = 100;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|i:run", kwlist, &ms)) return NULL;
+  if (check_open(self) < 0) return NULL;
+  PyObject *exc = NULL, *old_int = NULL, *old_term = NULL;
+  PyObject *signal = PyImport_ImportModule("signal");
+  if (signal != NULL) old_int = PyObject_CallMethod(signal, "getsignal", "i", SIGINT);
+  if (old_int != NULL) old_term = PyObject_CallMethod(signal, "getsignal", "i", SIGTERM);
+  if (old_term != NULL) run_loop(self, signal, ms);
+  absorb(&exc);
+  /* Restore the very same handler objects, on error too; then close. */
+  if (old_int != NULL) set_signal(signal, SIGINT, old_int);
+  absorb(&exc);
+  if (old_term != NULL) set_signal(signal, SIGTERM, old_term);
+  absorb(&exc);
+  do_close(self);
+  absorb(&exc);
+  Py_XDECREF(signal);
+  Py_XDECREF(old_int);
+  Py_XDECREF(old_term);
+  if (exc != NULL) {
+    restore_exception(exc);
+    return NULL;
+  }
+  Py_RETURN_NONE;
+}
+
+/* ---- properties --------------------------------------------------------- */
+
+static PyObject *manager_get_connections(ManagerObject *self, void *closure) {
+  (void) closure;
+  if (self->conns == NULL) return PyTuple_New(0);
+  PyObject *values = PyDict_Values(self->conns);
+  if (values == NULL) return NULL;
+  PyObject *tuple = PyList_AsTuple(values);
+  Py_DECREF(values);
+  return tuple;
+}
+
+static PyObject *manager_get_wakeup_id(ManagerObject *self, void *closure) {
+  (void) closure;
+  return PyLong_FromUnsignedLongLong(self->wakeup_id);
+}
+
+/* ---- life --------------------------------------------------------------- */
+
+static int enable_wakeup(ManagerObject *self) {
+  self->wakeup_id = cm_wakeup_init(&self->mgr);
+  /* Our own reference: wakeup() from other threads stays safe until
+   * dealloc, even after close() (the channel then reports "closed"). */
+  self->wakeup = self->wakeup_id != 0 ? cm_wakeup_hold(&self->mgr) : NULL;
+  if (self->wakeup != NULL) return 0;
+  self->wakeup_id = 0;
+  PyErr_SetString(PyExc_RuntimeError, "Failed to initialize wakeup support");
+  return -1;
+}
+
+static PyObject *manager_tp_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs) {
+  static char *kwlist[] = {"handler", "enable_wakeup", "error_handler", NULL};
+  PyObject *handler = Py_None, *error_handler = Py_None;
+  int wakeup = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OpO:Manager", kwlist, &handler, &wakeup, &error_handler))
+    return NULL;
+  ManagerObject *self = (ManagerObject *) tp->tp_alloc(tp, 0);
+  if (self == NULL) return NULL;
+  self->closed = true; /* until the core is up, so dealloc frees nothing */
+  self->state = get_state_by_type(tp);
+  self->conns = PyDict_New();
+  if (self->state == NULL || self->conns == NULL) goto fail;
+  int rc = cm_mgr_init(&self->mgr);
+  if (rc < 0) {
+    PyErr_Format(PyExc_RuntimeError, "Failed to initialize manager: %s", cm_strerror(rc));
+    goto fail;
+  }
+  self->closed = false;
+  self->mgr.userdata = self;
+  self->mgr.sleep_fn = on_sleep;
+  self->mgr.sleep_arg = self;
+  self->handler = handler != Py_None ? Py_NewRef(handler) : NULL;
+  self->error_handler = error_handler != Py_None ? Py_NewRef(error_handler) : NULL;
+  if (wakeup && enable_wakeup(self) < 0) goto fail;
+  return (PyObject *) self;
+fail:
+  Py_DECREF(self);
+  return NULL;
+}
+
+/* Everything happens in tp_new; __init__ accepts the same arguments so a
+ * subclass may call super().__init__(handler, ...) (object.__init__ would
+ * reject them). */
+static int manager_tp_init(PyObject *self, PyObject *args, PyObject *kwargs) {
+  static char *kwlist[] = {"handler", "enable_wakeup", "error_handler", NULL};
+  PyObject *handler = NULL, *error_handler = NULL;
+  int wakeup = 0;
+  (void) self;
+  return PyArg_ParseTupleAndKeywords(args, kwargs, "|OpO:Manager", kwlist, &handler, &wakeup, &error_handler)
+             ? 0
+             : -1;
+}
+
+static int manager_traverse(ManagerObject *self, visitproc visit, void *arg) {
+  Py_VISIT(Py_TYPE(self)); /* heap type: instances own a reference */
+  Py_VISIT(self->handler);
+  Py_VISIT(self->error_handler);
+  Py_VISIT(self->conns);
+  Py_VISIT(self->pending_exc);
+  for (TimerObject *t = self->timers; t != NULL; t = t->next) Py_VISIT((PyObject *) t);
+  for (TimerObject *t = self->cancels; t != NULL; t = t->next_cancel) Py_VISIT((PyObject *) t);
+  return 0;
+}
+
+/* Also the GC's way to break cycles: the core goes first (silently, SPEC
+ * Decision 10), because wrappers must be detached before they can die. */
+static int manager_clear(ManagerObject *self) {
+  if (!self->closed) {
+    self->silent = true;
+    teardown(self);
+  }
+  Py_CLEAR(self->handler);
+  Py_CLEAR(self->error_handler);
+  Py_CLEAR(self->conns);
+  Py_CLEAR(self->pending_exc);
+  return 0;
+}
+
+static void manager_dealloc(ManagerObject *self) {
+  PyTypeObject *tp = Py_TYPE(self);
+  PyObject_GC_UnTrack(self);
+  if (self->weakreflist != NULL) PyObject_ClearWeakRefs((PyObject *) self);
+  PyObject *exc = take_exception(); /* dealloc must not clobber it */
+  manager_clear(self);
+  cm_wakeup_release(self->wakeup);
+  if (exc != NULL) restore_exception(exc);
+  tp->tp_free(self);
+  Py_DECREF(tp);
+}
+
+static PyMethodDef manager_methods[] = {
+    {"poll", KW_METHOD(manager_poll),
+     "poll($self, /, timeout_ms=0)\n--\n\nRun one event-loop iteration (negative timeout: block)."},
+    {"listen", KW_METHOD(manager_listen),
+     "listen($self, /, url, handler=None, *, http=None)\n--\n\nListen on url; returns the listener."},
+    {"connect", KW_METHOD(manager_connect),
+     "connect($self, /, url, handler=None, *, http=None)\n--\n\nStart an outbound connection."},
+    {"wakeup", KW_METHOD(manager_wakeup),
+     "wakeup($self, /, connection_id, data=b'')\n--\n\n"
+     "Deliver MG_EV_WAKEUP(data) to a connection; safe from any thread."},
+    {"timer_add", KW_METHOD(manager_timer_add),
+     "timer_add($self, /, milliseconds, callback, *, repeat=False, run_now=False)\n--\n\nAdd a timer."},
+    {"run", KW_METHOD(manager_run),
+     "run($self, /, poll_ms=100)\n--\n\nPoll until SIGINT or SIGTERM, then close()."},
+    {"close", (PyCFunction) manager_close, METH_NOARGS,
+     "close($self, /)\n--\n\nClose every connection and free the manager; idempotent."},
+    {"__enter__", (PyCFunction) manager_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction) manager_exit, METH_VARARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef manager_getset[] = {
+    {"connections", (getter) manager_get_connections, NULL,
+     "Tuple of the live connections, in creation order.", NULL},
+    {"wakeup_id", (getter) manager_get_wakeup_id, NULL, "Id of the wakeup connection (0 if disabled).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef manager_members[] = {
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(ManagerObject, weakreflist), Py_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot manager_slots[] = {
+    {Py_tp_doc,
+     "Manager(handler=None, enable_wakeup=False, error_handler=None)\n--\n\n"
+     "An event loop and its connections; handler(conn, ev, data) sees every event."},
+    {Py_tp_new, manager_tp_new},
+    {Py_tp_init, manager_tp_init},
+    {Py_tp_dealloc, manager_dealloc},
+    {Py_tp_traverse, manager_traverse},
+    {Py_tp_clear, manager_clear},
+    {Py_tp_methods, manager_methods},
+    {Py_tp_getset, manager_getset},
+    {Py_tp_members, manager_members},
+    {0, NULL},
+};
+
+PyType_Spec Manager_spec = {
+    .name = "cymongoose._mongoose.Manager",
+    .basicsize = sizeof(ManagerObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = manager_slots,
+};
