@@ -165,6 +165,7 @@ static PyObject *connection_set_handler(ConnectionObject *self, PyObject *handle
   /* On a listener this is also what future children inherit (they copy it
    * at their CM_EV_OPEN), so None reverts them to the default handler. */
   Py_XSETREF(self->handler, handler != Py_None ? Py_NewRef(handler) : NULL);
+  if (self->c != NULL) manager_update_events(self->c->fn_data, self);
   Py_RETURN_NONE;
 }
 

@@ -34,6 +34,7 @@ typedef struct {
   PyTypeObject *TimerType;
   PyObject *print_exc;  /* traceback.print_exc, imported on first use */
   PyObject *json_dumps; /* json.dumps, imported on first use */
+  PyObject *event_mask; /* cymongoose._interest.event_mask, imported on first use */
 } cm_state;
 
 extern PyModuleDef cm_module_def;
@@ -58,6 +59,9 @@ typedef struct {
   PyObject *conns;          /* dict id -> Connection, creation order (strong) */
   PyObject *call_handler;   /* borrowed: handler of the running listen()/connect() */
   PyObject *pending_exc;    /* BaseException to re-raise, or NULL (strong) */
+  PyObject *seen_handler;   /* last handler whose events were computed (strong) */
+  uint64_t seen_events;     /* ... and its events (see manager_update_events) */
+  uint64_t default_events;  /* events of `handler` */
   TimerObject *timers;      /* running timers; each link holds a reference */
   TimerObject *cancels;     /* Timer.cancel() queue; each link holds a reference */
   struct cm_wakeup *wakeup; /* our reference to the wakeup channel, or NULL */
@@ -77,6 +81,7 @@ typedef struct {
   struct cm_conn *c;     /* the core connection; NULL once closed */
   cm_state *state;       /* borrowed: our type holds the module */
   PyObject *handler;     /* handler or NULL (strong); a listener's is inherited */
+  uint64_t events;       /* bit e: the effective handler may react to event e */
   PyObject *userdata;    /* user object or NULL (strong) */
   PyObject *weakreflist; /* weak references to us */
 } ConnectionObject;
@@ -130,6 +135,9 @@ void manager_handle_exception(ManagerObject *m, bool use_handler);
 /* Raise m->pending_exc if no poll() or handler call will do it later.
  * Returns -1 with the exception set, else 0. */
 int manager_raise_pending(ManagerObject *m);
+/* Recompute which events reach `conn`'s effective handler (after it
+ * changed), and whether the core should deliver MG_EV_POLL to it. */
+void manager_update_events(ManagerObject *m, ConnectionObject *conn);
 
 /* connection.c */
 ConnectionObject *connection_new(cm_state *st, struct cm_conn *c, PyObject *handler);

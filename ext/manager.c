@@ -178,9 +178,46 @@ static PyObject *event_data(ManagerObject *self, int ev, void *ev_data, bool *vi
   return Py_NewRef(Py_None);
 }
 
+/* ---- which events reach Python ------------------------------------------ */
+
+/* Events a handler provably ignores are never delivered: a handler that is
+ * one `if ev == ...: elif ...:` chain runs nothing but integer comparisons
+ * for any other event (cymongoose/_interest.py reads its source to find
+ * out), so the call would be pure cost.  MG_EV_POLL above all: the core
+ * walks only connections whose handler wants it, so idle connections cost
+ * an iteration nothing.  Anything not provably so gets every event. */
+static uint64_t analyse(cm_state *st, PyObject *handler) {
+  if (st->event_mask == NULL) {
+    PyObject *mod = PyImport_ImportModule("cymongoose._interest");
+    st->event_mask = mod != NULL ? PyObject_GetAttrString(mod, "event_mask") : NULL;
+    Py_XDECREF(mod);
+  }
+  PyObject *r = st->event_mask != NULL ? PyObject_CallOneArg(st->event_mask, handler) : NULL;
+  long long v = r != NULL ? PyLong_AsLongLong(r) : -1;
+  Py_XDECREF(r);
+  PyErr_Clear(); /* no analysis is no reason to fail: deliver everything */
+  return v < 0 ? UINT64_MAX : (uint64_t) v;
+}
+
+static uint64_t handler_events(ManagerObject *self, PyObject *handler) {
+  if (handler == NULL) return 0;
+  if (handler == self->handler) return self->default_events;
+  if (handler != self->seen_handler) { /* one-entry cache: listeners share theirs */
+    self->seen_events = analyse(self->state, handler);
+    Py_XSETREF(self->seen_handler, Py_NewRef(handler));
+  }
+  return self->seen_events;
+}
+
+void manager_update_events(ManagerObject *self, ConnectionObject *conn) {
+  conn->events = handler_events(self, conn->handler != NULL ? conn->handler : self->handler);
+  if (conn->c != NULL) cm_conn_set_poll(conn->c, (conn->events >> CM_EV_POLL) & 1);
+}
+
 /* Call the handler of `conn` for one event.  The handler is looked up now
  * (SPEC 2.1.1): the connection's own, else the manager's default. */
 static void dispatch(ManagerObject *self, ConnectionObject *conn, int ev, void *ev_data) {
+  if (ev >= 0 && ev < 64 && !((conn->events >> ev) & 1)) return;
   PyObject *handler = conn->handler != NULL ? conn->handler : self->handler;
   if (handler == NULL) return; /* nobody listens: the event is dropped */
   bool view = false;
@@ -219,6 +256,7 @@ static void wrap(ManagerObject *self, struct cm_conn *c, struct cm_conn *listene
   PyObject *key = conn != NULL ? PyLong_FromUnsignedLongLong(c->id) : NULL;
   if (key != NULL && PyDict_SetItem(self->conns, key, (PyObject *) conn) == 0) {
     c->userdata = conn; /* borrowed: self->conns owns the reference */
+    manager_update_events(self, conn);
   } else {
     /* Out of memory: a connection nobody can see must not live on. */
     manager_handle_exception(self, true);
@@ -558,6 +596,7 @@ static PyObject *manager_tp_new(PyTypeObject *tp, PyObject *args, PyObject *kwar
   self->mgr.sleep_fn = on_sleep;
   self->mgr.sleep_arg = self;
   self->handler = handler != Py_None ? Py_NewRef(handler) : NULL;
+  self->default_events = self->handler != NULL ? analyse(self->state, self->handler) : 0;
   self->error_handler = error_handler != Py_None ? Py_NewRef(error_handler) : NULL;
   if (wakeup && enable_wakeup(self) < 0) goto fail;
   return (PyObject *) self;
@@ -585,6 +624,7 @@ static int manager_traverse(ManagerObject *self, visitproc visit, void *arg) {
   Py_VISIT(self->error_handler);
   Py_VISIT(self->conns);
   Py_VISIT(self->pending_exc);
+  Py_VISIT(self->seen_handler);
   for (TimerObject *t = self->timers; t != NULL; t = t->next) Py_VISIT((PyObject *) t);
   for (TimerObject *t = self->cancels; t != NULL; t = t->next_cancel) Py_VISIT((PyObject *) t);
   return 0;
@@ -601,6 +641,7 @@ static int manager_clear(ManagerObject *self) {
   Py_CLEAR(self->error_handler);
   Py_CLEAR(self->conns);
   Py_CLEAR(self->pending_exc);
+  Py_CLEAR(self->seen_handler);
   return 0;
 }
 

@@ -115,6 +115,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg) {
   Py_VISIT(st->TimerType);
   Py_VISIT(st->print_exc);
   Py_VISIT(st->json_dumps);
+  Py_VISIT(st->event_mask);
   return 0;
 }
 
@@ -126,6 +127,7 @@ static int module_clear(PyObject *m) {
   Py_CLEAR(st->TimerType);
   Py_CLEAR(st->print_exc);
   Py_CLEAR(st->json_dumps);
+  Py_CLEAR(st->event_mask);
   return 0;
 }
 

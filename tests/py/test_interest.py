@@ -1,6 +1,16 @@
 """The handler analysis that lets the loop skip events a handler provably ignores."""
 
-from cymongoose import MG_EV_ACCEPT, MG_EV_CLOSE, MG_EV_HTTP_MSG, MG_EV_POLL, MG_EV_WAKEUP
+import threading
+import urllib.request
+
+from cymongoose import (
+    MG_EV_ACCEPT,
+    MG_EV_CLOSE,
+    MG_EV_HTTP_MSG,
+    MG_EV_POLL,
+    MG_EV_WAKEUP,
+    Manager,
+)
 from cymongoose._interest import ALL, event_mask
 
 
@@ -101,3 +111,39 @@ def test_edited_source_is_not_trusted(tmp_path):
 
     linecache.checkcache(str(path))
     assert events(namespace["handler"]) == ALL
+
+
+def test_delivery_follows_the_analysis():
+    seen = []
+
+    def chain(conn, ev, data):
+        if ev == MG_EV_HTTP_MSG:
+            conn.reply(200, b"chain")
+
+    def everything(conn, ev, data):
+        seen.append(ev)
+
+    with Manager(chain) as mgr:
+        listener = mgr.listen("http://127.0.0.1:0")
+        watcher = mgr.listen("tcp://127.0.0.1:0", everything)
+        mgr.poll(0)
+        assert MG_EV_POLL in seen  # an unanalysable handler gets every event
+        port = listener.local_addr[1]
+        result = {}
+
+        def fetch():
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                result["body"] = r.read()
+
+        t = threading.Thread(target=fetch)
+        t.start()
+        for _ in range(500):
+            if not t.is_alive():
+                break
+            mgr.poll(10)
+        t.join(5)
+        assert result["body"] == b"chain"  # the analysed handler still gets its event
+        watcher.set_handler(chain)
+        seen.clear()
+        mgr.poll(0)
+        assert seen == []  # switched to the chain: no more POLL for it
