@@ -17,8 +17,9 @@ connections that want it).  Skipping is invisible to the program: for a skipped 
 handler would have evaluated side-effect-free comparisons of two ints and returned None.
 
 Anything else is delivered every event, as before: a body with other statements, an
-``else:`` branch, a test that is not a comparison of the event parameter with constants
-(``ev != X``, ``f(ev)``, ``x and ev == A``), names that are not plain ints, source that is
+``else:`` branch, a test that is not a comparison of the event parameter with int literals
+or our ``MG_EV_*`` constants (``ev != X``, ``f(ev)``, ``x and ev == A``, ``ev == TARGET``
+where the program could rebind TARGET), source that is
 unavailable or does not compile to the handler's own bytecode (closures, exec'd code,
 edited files), callables that are not Python functions or methods.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import sys
 import textwrap
 import types
 
@@ -174,17 +176,20 @@ class _Chain:
         return isinstance(expr, ast.Name) and expr.id == self.ev
 
     def value(self, expr: ast.expr) -> int:
-        if isinstance(expr, ast.Constant):
-            found = expr.value
-        elif isinstance(expr, ast.Name):
-            found = self.lookup(expr.id)
-        elif isinstance(expr, ast.Attribute):
-            found = getattr(self.value_object(expr.value), expr.attr)
-        else:
-            raise _Unknown
-        if type(found) is not int:  # noqa: E721 - bool or int subclasses could lie in __eq__
-            raise _Unknown
-        return found
+        """The event number an operand stands for: an int literal or an MG_EV_* constant.
+
+        Only values that cannot change later are trusted: the answer is computed once, so
+        `ev == SOME_GLOBAL` (which the program may rebind) gets every event instead.
+        """
+        if isinstance(expr, ast.Constant) and type(expr.value) is int:
+            return expr.value
+        if isinstance(expr, ast.Name) and expr.id.startswith("MG_EV_"):
+            return _constant(expr.id, self.lookup(expr.id))
+        if isinstance(expr, ast.Attribute) and expr.attr.startswith("MG_EV_"):
+            if self.value_object(expr.value) not in _modules():
+                raise _Unknown
+            return _constant(expr.attr, getattr(self.value_object(expr.value), expr.attr))
+        raise _Unknown
 
     def lookup(self, name: str) -> object:
         free = self.func.__code__.co_freevars
@@ -198,6 +203,19 @@ class _Chain:
         if isinstance(expr, ast.Attribute):
             return getattr(self.value_object(expr.value), expr.attr)
         raise _Unknown
+
+
+def _modules() -> tuple[object, ...]:
+    names = ("cymongoose", "cymongoose._mongoose")
+    return tuple(sys.modules[name] for name in names if name in sys.modules)
+
+
+def _constant(name: str, found: object) -> int:
+    """`found` if it is the value of our constant `name`, else not analysable."""
+    ours = getattr(sys.modules.get("cymongoose._mongoose"), name, None)
+    if type(found) is not int or found != ours:
+        raise _Unknown
+    return found
 
 
 def _bit(event: int) -> int:

@@ -88,11 +88,10 @@ def test_poll_is_kept_when_named():
 
 def test_closures_are_analysed():
     def make():
-        wanted = MG_EV_HTTP_MSG
         served = []
 
         def handler(conn, ev, data):
-            if ev == wanted:
+            if ev == MG_EV_HTTP_MSG:
                 served.append(conn)
 
         return handler
@@ -147,3 +146,30 @@ def test_delivery_follows_the_analysis():
         seen.clear()
         mgr.poll(0)
         assert seen == []  # switched to the chain: no more POLL for it
+
+
+TARGET = MG_EV_HTTP_MSG
+
+
+def test_names_the_program_could_rebind_are_not_trusted():
+    import types
+
+    settings = types.SimpleNamespace(event=MG_EV_HTTP_MSG)
+
+    def by_global(conn, ev, data):
+        if ev == TARGET:
+            pass
+
+    def by_attribute(conn, ev, data):
+        if ev == settings.event:
+            pass
+
+    import cymongoose
+
+    def by_module_constant(conn, ev, data):
+        if ev == cymongoose.MG_EV_HTTP_MSG or ev == 19:
+            pass
+
+    assert events(by_global) == ALL
+    assert events(by_attribute) == ALL
+    assert events(by_module_constant) == {MG_EV_HTTP_MSG, 19}
