@@ -182,8 +182,10 @@ static int field_line(struct cursor *s, struct cm_str *name, struct cm_str *valu
   return eol(s);
 }
 
-/* Content-Length = 1*DIGIT (RFC 9110 §8.6).  A repeated header must carry
- * the same value; anything else is a framing conflict (RFC 9112 §6.3). */
+/* Content-Length = 1*DIGIT (RFC 9110 §8.6).  A repeated header is refused
+ * even with the same value: RFC 9110 lets a recipient reject it, SPEC 2.5.4
+ * does, and a proxy in front of us might have framed it otherwise
+ * (RFC 9112 §6.3, request smuggling). */
 static int content_length(struct cm_str v, struct cm_http_msg *hm, struct framing *f) {
   int64_t n = 0;
   if (v.len == 0) return ERR;
@@ -192,7 +194,7 @@ static int content_length(struct cm_str v, struct cm_http_msg *hm, struct framin
     if (n > (INT64_MAX - 9) / 10) return ERR;
     n = n * 10 + (v.buf[i] - '0');
   }
-  if ((f->seen & SEEN_CL) && n != hm->content_length) return ERR;
+  if (f->seen & SEEN_CL) return ERR;
   f->seen |= SEEN_CL;
   hm->content_length = n;
   return OK;
