@@ -2,6 +2,7 @@
  * heap types from PyType_Spec, module state (PEP 573), constants and
  * __all__.  The MG_EV_* constants come from CM_EVENT_LIST, never retyped. */
 #include "ext.h"
+#include "funcs.h"
 
 struct int_const {
   const char *name;
@@ -100,6 +101,7 @@ static int module_exec(PyObject *m) {
   if (add_type(m, all, &Manager_spec, &st->ManagerType) < 0) goto done;
   if (add_type(m, all, &Timer_spec, &st->TimerType) < 0) goto done;
   if (add_consts(m, all) < 0 || list_functions(all) < 0) goto done;
+  if (funcs_exec(m, all) < 0 || rpc_exec(m, all) < 0) goto done;
   if (PyList_Sort(all) < 0) goto done;
   rc = PyModule_AddObjectRef(m, "__all__", all);
 done:
