@@ -184,20 +184,34 @@ static PyObject *connection_send(ConnectionObject *self, PyObject *data) {
   Py_RETURN_NONE;
 }
 
-/* A growing byte buffer for the header block of a reply. */
+/* A growing byte buffer for the header block of a reply; typical headers
+ * fit in the inline part, so a reply allocates nothing for them. */
 struct hbuf {
   char *p;
   size_t len, cap;
+  char inline_buf[512];
 };
+
+static void hbuf_init(struct hbuf *b) {
+  b->p = b->inline_buf;
+  b->len = 0;
+  b->cap = sizeof(b->inline_buf);
+}
+
+static void hbuf_free(struct hbuf *b) {
+  if (b->p != b->inline_buf) PyMem_Free(b->p);
+}
 
 static int hbuf_add(struct hbuf *b, const char *s, size_t n) {
   if (b->cap - b->len < n) {
-    size_t cap = b->cap * 2 + n + 64;
-    char *p = PyMem_Realloc(b->p, cap);
+    size_t cap = b->cap * 2 + n;
+    char *p = PyMem_Malloc(cap);
     if (p == NULL) {
       PyErr_NoMemory();
       return -1;
     }
+    memcpy(p, b->p, b->len);
+    hbuf_free(b);
     b->p = p;
     b->cap = cap;
   }
@@ -246,6 +260,42 @@ done:
 /* The header block of a reply: the caller's headers in order, with
  * Content-Type: text/plain first when none is given; for reply_json, any
  * Content-Type replaced by application/json (SPEC 2.5.5). */
+/* True if every key and value is an exact str: then nothing below can run
+ * Python code, and the dict can be walked in place, without a snapshot. */
+static bool all_exact_str(PyObject *headers) {
+  Py_ssize_t pos = 0;
+  PyObject *k, *v;
+  while (PyDict_Next(headers, &pos, &k, &v)) {
+    if (!PyUnicode_CheckExact(k) || !PyUnicode_CheckExact(v)) return false;
+  }
+  return true;
+}
+
+static int add_headers(struct hbuf *user, PyObject *headers, bool json, bool *any_ct) {
+  bool is_ct = false;
+  int rc = 0;
+  if (all_exact_str(headers)) {
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (rc == 0 && PyDict_Next(headers, &pos, &k, &v)) {
+      rc = add_header(user, k, v, json, &is_ct);
+      *any_ct = *any_ct || is_ct;
+    }
+    return rc;
+  }
+  /* A snapshot of (key, value) pairs holding their own references:
+   * str(key) may run Python code that mutates the dict. */
+  PyObject *items = PyDict_Items(headers);
+  if (items == NULL) return -1;
+  for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(items); i++) {
+    PyObject *pair = PyList_GET_ITEM(items, i);
+    rc = add_header(user, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1), json, &is_ct);
+    *any_ct = *any_ct || is_ct;
+  }
+  Py_DECREF(items);
+  return rc;
+}
+
 static int build_headers(PyObject *headers, bool json, struct hbuf *b) {
   const char *ct = json ? APP_JSON : TEXT_PLAIN;
   if (headers == NULL || headers == Py_None) return hbuf_add(b, ct, strlen(ct));
@@ -253,30 +303,21 @@ static int build_headers(PyObject *headers, bool json, struct hbuf *b) {
     PyErr_Format(PyExc_TypeError, "headers must be a dict, not %.100s", Py_TYPE(headers)->tp_name);
     return -1;
   }
-  /* A snapshot of (key, value) pairs holding their own references:
-   * str(key) may run Python code that mutates the dict. */
-  PyObject *items = PyDict_Items(headers);
-  if (items == NULL) return -1;
-  struct hbuf user = {NULL, 0, 0};
-  bool any_ct = false, is_ct = false;
-  int rc = 0;
-  for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(items); i++) {
-    PyObject *pair = PyList_GET_ITEM(items, i);
-    rc = add_header(&user, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1), json, &is_ct);
-    any_ct = any_ct || is_ct;
-  }
-  Py_DECREF(items);
+  struct hbuf user;
+  bool any_ct = false;
+  hbuf_init(&user);
+  int rc = add_headers(&user, headers, json, &any_ct);
   if (rc == 0 && (json || !any_ct)) rc = hbuf_add(b, ct, strlen(ct));
   if (rc == 0 && user.len > 0) rc = hbuf_add(b, user.p, user.len);
-  PyMem_Free(user.p);
+  hbuf_free(&user);
   return rc;
 }
 
-/* Shared tail of reply() and reply_json(): validate, then send. */
 static PyObject *do_reply(ConnectionObject *self, int status, PyObject *body, PyObject *headers, bool json) {
-  struct hbuf h = {NULL, 0, 0};
+  struct hbuf h;
   ext_data d;
   PyObject *result = NULL;
+  hbuf_init(&h);
   /* Validation comes first, even on a closed connection (SPEC 1.5). */
   if (build_headers(headers, json, &h) < 0) goto done;
   if (ext_data_get(body, &d, "body") < 0) goto done;
@@ -286,20 +327,20 @@ static PyObject *do_reply(ConnectionObject *self, int status, PyObject *body, Py
   if (c != NULL && !ok) PyErr_SetString(PyExc_RuntimeError, "mg_http_reply failed");
   if (ok) result = Py_NewRef(Py_None);
 done:
-  PyMem_Free(h.p);
+  hbuf_free(&h);
   return result;
 }
 
-static PyObject *connection_reply(ConnectionObject *self, PyObject *args, PyObject *kwargs) {
-  static char *kwlist[] = {"status_code", "body", "headers", NULL};
+static PyObject *connection_reply(ConnectionObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames) {
+  static const char *const names[] = {"status_code", "body", "headers"};
+  PyObject *a[3];
   int status;
-  PyObject *body = NULL, *headers = Py_None, *result;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|OO:reply", kwlist, &status, &body, &headers)) return NULL;
-  if (body != NULL) return do_reply(self, status, body, headers, false);
-  body = PyBytes_FromStringAndSize("", 0);
-  if (body == NULL) return NULL;
-  result = do_reply(self, status, body, headers, false);
-  Py_DECREF(body);
+  if (ext_args("reply", args, nargs, kwnames, names, 3, 1, a) < 0 || ext_as_int(a[0], &status) < 0) return NULL;
+  if (a[1] != NULL) return do_reply(self, status, a[1], a[2], false);
+  PyObject *empty = PyBytes_FromStringAndSize("", 0);
+  PyObject *result = empty != NULL ? do_reply(self, status, empty, a[2], false) : NULL;
+  Py_XDECREF(empty);
   return result;
 }
 
@@ -314,15 +355,16 @@ static PyObject *json_dumps(cm_state *st, PyObject *data) {
   return PyObject_CallOneArg(st->json_dumps, data);
 }
 
-static PyObject *connection_reply_json(ConnectionObject *self, PyObject *args, PyObject *kwargs) {
-  static char *kwlist[] = {"data", "status_code", "headers", NULL};
+static PyObject *connection_reply_json(ConnectionObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                       PyObject *kwnames) {
+  static const char *const names[] = {"data", "status_code", "headers"};
+  PyObject *a[3];
   int status = 200;
-  PyObject *data, *headers = Py_None;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|iO:reply_json", kwlist, &data, &status, &headers))
-    return NULL;
-  PyObject *body = json_dumps(self->state, data);
+  if (ext_args("reply_json", args, nargs, kwnames, names, 3, 1, a) < 0) return NULL;
+  if (a[1] != NULL && ext_as_int(a[1], &status) < 0) return NULL;
+  PyObject *body = json_dumps(self->state, a[0]);
   if (body == NULL) return NULL;
-  PyObject *result = do_reply(self, status, body, headers, true);
+  PyObject *result = do_reply(self, status, body, a[2], true);
   Py_DECREF(body);
   return result;
 }
@@ -423,9 +465,9 @@ static PyMethodDef connection_methods[] = {
      "set_handler($self, handler, /)\n--\n\nSet the handler; on a listener also for future children."},
     {"send", (PyCFunction) connection_send, METH_O,
      "send($self, data, /)\n--\n\nQueue raw bytes (str is sent as UTF-8)."},
-    {"reply", KW_METHOD(connection_reply),
+    {"reply", FAST_METHOD(connection_reply),
      "reply($self, /, status_code, body=b'', headers=None)\n--\n\nSend a complete HTTP response."},
-    {"reply_json", KW_METHOD(connection_reply_json),
+    {"reply_json", FAST_METHOD(connection_reply_json),
      "reply_json($self, /, data, status_code=200, headers=None)\n--\n\nReply with json.dumps(data)."},
     {"close", (PyCFunction) connection_close, METH_NOARGS,
      "close($self, /)\n--\n\nClose at the end of this poll iteration."},

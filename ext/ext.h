@@ -62,6 +62,7 @@ typedef struct {
   PyObject *seen_handler;   /* last handler whose events were computed (strong) */
   uint64_t seen_events;     /* ... and its events (see manager_update_events) */
   uint64_t default_events;  /* events of `handler` */
+  PyObject *spare_view;     /* an invalid HttpMessage kept for the next event (strong) */
   TimerObject *timers;      /* running timers; each link holds a reference */
   TimerObject *cancels;     /* Timer.cancel() queue; each link holds a reference */
   struct cm_wakeup *wakeup; /* our reference to the wakeup channel, or NULL */
@@ -115,6 +116,8 @@ typedef struct {
 
 /* A PyMethodDef's function and flags for f(self, args, kwargs). */
 #define KW_METHOD(f) (PyCFunction)(void (*)(void))(f), METH_VARARGS | METH_KEYWORDS
+/* A hot method taking vectorcall arguments (see ext_args). */
+#define FAST_METHOD(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL | METH_KEYWORDS
 
 /* module.c */
 extern PyType_Spec Manager_spec, Connection_spec, HttpMessage_spec, Timer_spec;
@@ -126,6 +129,14 @@ int ext_data_get(PyObject *obj, ext_data *d, const char *what);
 void ext_data_release(ext_data *d);
 /* A Python int as a C int (OverflowError outside its range). */
 int ext_as_int(PyObject *obj, int *out);
+/* Parse vectorcall (METH_FASTCALL | METH_KEYWORDS) arguments against
+ * `names`, all positional-or-keyword, the first `required` of them
+ * mandatory: out[i] becomes a borrowed reference, or NULL when absent.
+ * TypeError (worded like CPython's) on too many, unknown, repeated or
+ * missing arguments.  Cheaper than PyArg_ParseTupleAndKeywords, which
+ * builds a tuple and a dict on every call of a hot method (reply). */
+int ext_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+             const char *const names[], int nnames, int required, PyObject **out);
 
 /* manager.c */
 /* Deal with the exception of a failed handler or timer call made for `m`

@@ -161,6 +161,12 @@ static PyObject *event_data(ManagerObject *self, int ev, void *ev_data, bool *vi
     case CM_EV_WS_OPEN:
       if (ev_data == NULL) break;
       *view = true;
+      if (self->spare_view != NULL) { /* reuse: no allocation per request */
+        PyObject *v = self->spare_view;
+        self->spare_view = NULL;
+        ((HttpMessageObject *) v)->hm = ev_data;
+        return v;
+      }
       return http_message_new(self->state, ev_data);
     case CM_EV_WAKEUP: {
       const struct cm_str *s = ev_data;
@@ -234,7 +240,14 @@ static void dispatch(ManagerObject *self, ConnectionObject *conn, int ev, void *
     result = PyObject_Vectorcall(handler, argv + 1, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     Py_DECREF(handler);
   }
-  if (view && data != NULL) http_message_invalidate(data); /* before anything else can run */
+  if (view && data != NULL) {
+    http_message_invalidate(data); /* before anything else can run */
+    /* Nobody kept it: keep it for the next message instead of freeing. */
+    if (Py_REFCNT(data) == 1 && self->spare_view == NULL) {
+      self->spare_view = data;
+      data = NULL;
+    }
+  }
   if (result == NULL) manager_handle_exception(self, true);
   self->depth--;
   Py_XDECREF(result);
@@ -625,6 +638,7 @@ static int manager_traverse(ManagerObject *self, visitproc visit, void *arg) {
   Py_VISIT(self->conns);
   Py_VISIT(self->pending_exc);
   Py_VISIT(self->seen_handler);
+  Py_VISIT(self->spare_view);
   for (TimerObject *t = self->timers; t != NULL; t = t->next) Py_VISIT((PyObject *) t);
   for (TimerObject *t = self->cancels; t != NULL; t = t->next_cancel) Py_VISIT((PyObject *) t);
   return 0;
@@ -642,6 +656,7 @@ static int manager_clear(ManagerObject *self) {
   Py_CLEAR(self->conns);
   Py_CLEAR(self->pending_exc);
   Py_CLEAR(self->seen_handler);
+  Py_CLEAR(self->spare_view);
   return 0;
 }
 

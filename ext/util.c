@@ -34,6 +34,37 @@ int ext_as_int(PyObject *obj, int *out) {
   return 0;
 }
 
+int ext_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+             const char *const names[], int nnames, int required, PyObject **out) {
+  if (nargs > nnames) {
+    PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname, nnames, nargs);
+    return -1;
+  }
+  for (int i = 0; i < nnames; i++) out[i] = i < nargs ? args[i] : NULL;
+  Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+  for (Py_ssize_t k = 0; k < nkw; k++) {
+    PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+    int i = 0;
+    while (i < nnames && PyUnicode_CompareWithASCIIString(key, names[i]) != 0) i++;
+    if (i == nnames) {
+      PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname, key);
+      return -1;
+    }
+    if (out[i] != NULL) {
+      PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname, names[i]);
+      return -1;
+    }
+    out[i] = args[nargs + k];
+  }
+  for (int i = 0; i < required; i++) {
+    if (out[i] == NULL) {
+      PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s' (pos %d)", fname, names[i], i + 1);
+      return -1;
+    }
+  }
+  return 0;
+}
+
 static PyObject *util_event_name(PyObject *module, PyObject *arg) {
   (void) module;
   int ev;
