@@ -1,0 +1,116 @@
+# Makefile: the entry points for building, testing and running cymongoose.
+#
+#   make test     C tests under ASan+UBSan, then pytest against the installed package
+#   make serve    build, install and run the demo server (examples/http_server.py)
+#   make lint     ruff + clang-format check          make format   apply clang-format
+#   make ctest / make pytest / make install / make clean / make distclean
+#
+# Every target first runs scripts/bootstrap.sh, which installs whatever is
+# missing (Debian packages, the venv, requirements-dev.txt) and is fast when
+# nothing is.  On a machine without make, ./scripts/dev TARGET does the same.
+#
+# Variables (make VAR=value or environment):
+#   VENV     venv used by every target (default .venv).  `make install` puts a
+#            regular, non-editable install there, replacing an editable one:
+#            keep a development venv apart with e.g. VENV=build/venv-ci.
+#   PYTHON   interpreter the venv is made from (default python3)
+#   WERROR   warnings are errors in the extension build (default true)
+#   PYTEST_ARGS  extra pytest arguments, e.g. PYTEST_ARGS='-x -k wakeup'
+#   PORT     port of `make serve` (default 8000)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.NOTPARALLEL:
+
+VENV ?= .venv
+PYTHON ?= python3
+WERROR ?= true
+PYTEST_ARGS ?=
+BUILD := build
+CTEST_DIR := $(BUILD)/ctest
+WHEEL_DIR := $(BUILD)/wheel
+
+# The venv's bin first: meson and meson-python find ninja (a pip package
+# here) on PATH, and a fresh machine has no other.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+PY := $(VENV)/bin/python
+MESON := $(VENV)/bin/meson
+RUFF := $(VENV)/bin/ruff
+BOOTSTRAP := VENV='$(VENV)' PYTHON='$(PYTHON)' scripts/bootstrap.sh
+
+# The C tests: debug build, sanitizers on, warnings are errors.
+CTEST_OPTS := -Dtests=true -Dpython=false -Db_sanitize=address,undefined -Dbuildtype=debug -Dwerror=true
+SAN_ENV := ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+# What lint checks.  Directories that do not exist (yet) are skipped.
+PY_DIRS := $(wildcard src tests/py examples bench scripts)
+C_DIRS := $(wildcard core ext tests/c fuzz examples bench)
+
+.PHONY: help bootstrap install ctest pytest test lint format serve clean distclean
+
+help:
+	@sed -n 's/^#   make /  make /p' Makefile; echo "  (./scripts/dev TARGET: the same, installing make first if needed)"
+
+bootstrap:
+	@$(BOOTSTRAP)
+
+# A regular (non-editable) install from a persistent build dir, so a second
+# `make install` recompiles only what changed.
+install: bootstrap
+	@echo "== install: pip install . into $(VENV)"
+	$(PY) -m pip install --disable-pip-version-check --no-build-isolation --no-deps --force-reinstall \
+	  --config-settings=build-dir='$(CURDIR)/$(WHEEL_DIR)' \
+	  --config-settings=setup-args=-Dwerror=$(WERROR) .
+
+ctest: bootstrap
+	@echo "== ctest: C tests under ASan+UBSan ($(CTEST_DIR))"
+	@if [ -f $(CTEST_DIR)/meson-private/coredata.dat ]; then \
+	  $(MESON) setup --reconfigure $(CTEST_DIR) $(CTEST_OPTS); \
+	else \
+	  $(MESON) setup $(CTEST_DIR) $(CTEST_OPTS); \
+	fi
+	$(SAN_ENV) $(MESON) test -C $(CTEST_DIR) --print-errorlogs
+	@n=$$($(MESON) test -C $(CTEST_DIR) --list 2>/dev/null | grep -c .) || true; \
+	if [ "$${n:-0}" -eq 0 ]; then echo "ctest: no C tests are defined" >&2; exit 1; fi
+
+# pytest runs against the installed package: the repo root holds no
+# `cymongoose` directory (it is under src/), so `import cymongoose` finds the
+# venv's copy; the check below proves it before any test runs.  Exit code 5
+# (no tests collected) is a failure, reported as such.
+pytest: install
+	@echo "== pytest: tests/py against the installed package"
+	@$(PY) -c 'import os, sys, sysconfig, cymongoose, cymongoose._mongoose; \
+	f = os.path.realpath(cymongoose.__file__); lib = os.path.realpath(sysconfig.get_paths()["platlib"]); \
+	print("cymongoose from", f); sys.exit(0 if f.startswith(lib + os.sep) else "not the installed package")'
+	@rc=0; $(PY) -m pytest tests/py -q $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected (exit 5): failing" >&2; fi; \
+	exit $$rc
+
+test: ctest pytest
+	@echo "== test: all passed"
+
+lint:
+	@$(BOOTSTRAP) lint
+	@echo "== lint: ruff check $(PY_DIRS)"
+	$(RUFF) check $(PY_DIRS)
+	$(PY) scripts/check_snippets.py README.md examples/README.md
+	@echo "== lint: clang-format --dry-run -Werror ($(C_DIRS))"
+	@scripts/clang_format.sh check $(C_DIRS)
+
+format:
+	@$(BOOTSTRAP) lint
+	@scripts/clang_format.sh fix $(C_DIRS)
+
+serve: install
+	@echo "== serve: examples/http_server.py (Ctrl-C stops it)"
+	$(PY) examples/http_server.py
+
+clean:
+	rm -rf $(CTEST_DIR) $(WHEEL_DIR) .pytest_cache .ruff_cache
+	find . \( -name '.?*' -o -path './$(BUILD)' -o -path './$(VENV)' \) -prune -o \
+	  -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Also the venv and every build dir (an editable install's build/editable too).
+distclean: clean
+	rm -rf $(BUILD) $(VENV)
