@@ -32,7 +32,8 @@ struct cm_conn *cm__conn_new(struct cm_mgr *mgr, int fd) {
 static void unlink_poller(struct cm_conn *c) {
   if (!c->on_pollers) return;
   if (c->prev_poller != NULL) c->prev_poller->next_poller = c->next_poller;
-  else c->mgr->pollers = c->next_poller;
+  else
+    c->mgr->pollers = c->next_poller;
   if (c->next_poller != NULL) c->next_poller->prev_poller = c->prev_poller;
   c->next_poller = c->prev_poller = NULL;
   c->on_pollers = 0;
@@ -54,11 +55,13 @@ void cm__conn_unpoll(struct cm_conn *c) { unlink_poller(c); }
 void cm__conn_free(struct cm_conn *c) {
   struct cm_mgr *mgr = c->mgr;
   if (c->prev != NULL) c->prev->next = c->next;
-  else mgr->conns = c->next;
+  else
+    mgr->conns = c->next;
   if (c->next != NULL) c->next->prev = c->prev;
   mgr->nconns--;
   unlink_poller(c);
   cm__idmap_del(mgr->ids, c->id);
+  cm__sendfd_free(c);
   if (c->fd >= 0) {
     cm__poller_del(mgr, c);
     close(c->fd);

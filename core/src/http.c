@@ -10,7 +10,13 @@
  * c->is_resp stays set until the response is finished (cm_http_end, which
  * cm_http_reply calls).  While it is set, further pipelined requests wait in
  * c->recv; a response finished later (from a timer, a wakeup) asks the loop
- * for a synthetic CM_EV_READ (cm_resume) to come back to them. */
+ * for a synthetic CM_EV_READ (cm_resume) to come back to them.
+ *
+ * Server connections carry the limits of their listener (cm/http.h) and one
+ * timer for the two deadlines: the head deadline and the idle timeout.  The
+ * timer is re-armed lazily: activity only moves a timestamp, and when the
+ * timer fires early it sleeps again for the rest, so a busy keep-alive
+ * connection costs no timer work per request. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,15 +40,40 @@ struct http_state {
   bool keep_alive;     /* server: the request being answered keeps the conn */
   bool head_request;   /* server: it was HEAD, so replies carry no body */
   bool dispatching;    /* inside our CM_EV_HTTP_MSG: no resume needed */
+  /* server only */
+  struct cm_http_limits lim; /* copied from the listener at accept */
+  struct cm_timer timer;     /* deadline timer; fires at or before the deadline */
+  struct cm_mgr *mgr;        /* the timer finds the connection by id ... */
+  uint64_t id;               /* ... so it never holds a pointer to a freed one */
+  uint64_t timer_at;         /* when the running timer fires (cm_millis time) */
+  uint64_t head_since;       /* first byte of an unfinished request head, 0: none */
+  uint64_t active_at;        /* last read or write, or the end of a response */
+  /* client only */
+  struct cm__http_out *out; /* requests seen by cm_http_send, NULL before */
 };
-
-static const char bad_request_text[] =
-    "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n"
-    "Connection: close\r\n\r\nBad Request\n";
 
 static void reset(struct http_state *st) {
   st->head_len = st->scanned = st->body_len = 0;
   st->kind = BODY_LENGTH;
+}
+
+void cm_http_limits_init(struct cm_http_limits *lim) {
+  lim->max_head = CM_HTTP_MAX_HEAD;
+  lim->max_headers = CM_HTTP_MAX_FIELDS;
+  lim->max_uri = CM_HTTP_MAX_URI;
+  lim->max_body = CM_HTTP_MAX_BODY;
+  lim->head_timeout_ms = CM_HTTP_HEAD_TIMEOUT_MS;
+  lim->idle_timeout_ms = CM_HTTP_IDLE_TIMEOUT_MS;
+}
+
+/* Our state on `c`, or NULL if c is not (or no longer) an HTTP connection. */
+static struct http_state *ours(const struct cm_conn *c) {
+  return c->pfn == cm_http_handler ? c->pfn_data : NULL;
+}
+
+static void free_state(struct http_state *st) {
+  cm__http_out_free(st->out);
+  free(st);
 }
 
 /* The protocol's events go to the user handler only: c->pfn is us, and
@@ -56,7 +87,8 @@ static void fire(struct cm_conn *c, int ev, struct cm_http_msg *hm) {
  * are already buffered through a resumed read. */
 static void detach(struct cm_conn *c, struct http_state *st) {
   if (c->pfn_data == st) c->pfn_data = NULL;
-  free(st);
+  cm_timer_stop(c->mgr, &st->timer);
+  free_state(st);
   if (c->recv.len > 0) cm_resume(c);
 }
 
@@ -71,21 +103,167 @@ static bool still_ours(struct cm_conn *c, struct http_state *st) {
   return !c->is_closing;
 }
 
-/* A message that cannot be parsed.  Server: answer 400 and close after it
- * (RFC 9112 §3: a server that receives an invalid request-line SHOULD
- * respond 400), dropping the rest, since framing is lost.  Client: error. */
-static void fail(struct cm_conn *c, struct http_state *st, const char *why) {
+/* Answer a request we refuse with `status` and close after it, dropping
+ * whatever else the peer sent: after a framing error or a passed limit the
+ * rest of the stream cannot be trusted (RFC 9112 §3, §6.3; RFC 9110 §15.5:
+ * "Connection: close" tells the client not to reuse the connection). */
+static void refuse(struct cm_conn *c, struct http_state *st, int status, const char *why) {
+  char buf[192];
+  const char *reason = cm_http_reason(status);
+  int n = snprintf(buf, sizeof(buf),
+                   "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+                   "Connection: close\r\n\r\n%s\n",
+                   status, reason, strlen(reason) + 1, reason);
+  CM_DEBUG("conn %llu: refused (%d): %s", (unsigned long long) c->id, status, why);
   cm_iobuf_consume(&c->recv, c->recv.len);
   reset(st);
-  if (c->is_client) {
-    cm_error(c, "%s", why);
-    return;
-  }
-  CM_DEBUG("conn %llu: bad request: %s", (unsigned long long) c->id, why);
+  st->head_since = 0;
   c->is_resp = 0;
-  cm_send(c, bad_request_text, sizeof(bad_request_text) - 1);
+  cm_send(c, buf, (size_t) n);
   cm_drain(c);
 }
+
+/* A message that cannot be parsed.  Server: 400 (RFC 9112 §3: a server
+ * that receives an invalid request-line SHOULD respond 400).  Client: the
+ * error path. */
+static void fail(struct cm_conn *c, struct http_state *st, const char *why) {
+  if (!c->is_client) {
+    refuse(c, st, 400, why);
+    return;
+  }
+  cm_iobuf_consume(&c->recv, c->recv.len);
+  reset(st);
+  cm_error(c, "%s", why);
+}
+
+/* ---- deadlines (server) ------------------------------------------------ */
+
+/* When the connection is to be given up, in cm_millis() time; 0: never. */
+static uint64_t deadline(const struct cm_conn *c, const struct http_state *st) {
+  const struct cm_http_limits *lim = &st->lim;
+  /* Slowloris: a head must be complete within head_timeout_ms of its first
+   * byte, however slowly it trickles (RFC 9112 §9.8 lets a server close). */
+  if (st->head_since != 0 && lim->head_timeout_ms != 0) return st->head_since + lim->head_timeout_ms;
+  if (lim->idle_timeout_ms == 0) return 0;
+  /* An answer the application still owes is its business (long polling);
+   * one that is being written must make progress. */
+  bool writing = c->send.len > 0 || c->fsrc != NULL;
+  if (c->is_resp && !writing) return 0;
+  return st->active_at + lim->idle_timeout_ms;
+}
+
+static void on_timer(struct cm_timer *t, void *arg);
+
+static void start_timer(struct cm_conn *c, struct http_state *st, uint64_t wait) {
+  st->timer_at = cm_millis() + wait;
+  cm_timer_start(c->mgr, &st->timer, wait, CM_TIMER_ONCE, on_timer, st);
+}
+
+/* Make sure the timer fires no later than the deadline.  Only a deadline
+ * that moves earlier (a head starting on an idle connection) restarts it. */
+static void arm(struct cm_conn *c, struct http_state *st) {
+  if (!c->is_accepted || c->is_closing) return;
+  uint64_t due = deadline(c, st), now = cm_millis();
+  if (due == 0) return; /* the timer, if any, will look again later */
+  if (cm_timer_running(&st->timer)) {
+    if (st->timer_at <= due) return;
+    cm_timer_stop(c->mgr, &st->timer);
+  }
+  start_timer(c, st, due > now ? due - now : 0);
+}
+
+/* The deadline passed: a head that never ended gets 408 (RFC 9110
+ * §15.5.9); an idle or stalled connection is closed (RFC 9112 §9.8). */
+static void expire(struct cm_conn *c, struct http_state *st) {
+  if (st->head_since != 0) {
+    refuse(c, st, 408, "request head timeout");
+    return;
+  }
+  CM_DEBUG("conn %llu: idle timeout", (unsigned long long) c->id);
+  cm_close(c);
+}
+
+static void on_timer(struct cm_timer *t, void *arg) {
+  struct http_state *st = arg;
+  struct cm_conn *c = cm_mgr_find(st->mgr, st->id);
+  (void) t;
+  if (c == NULL || ours(c) != st) {
+    /* The connection went away, or changed protocol, without our
+     * CM_EV_CLOSE: the timer is all that still refers to `st`. */
+    free_state(st);
+    return;
+  }
+  if (c->is_closing) return;
+  uint64_t due = deadline(c, st), now = cm_millis();
+  if (due != 0 && now >= due) {
+    expire(c, st);
+  } else if (due != 0) {
+    start_timer(c, st, due - now);
+  } else {
+    /* Nothing due now, but a stalled writer must still be noticed: look
+     * again after a period. */
+    uint32_t period = st->lim.idle_timeout_ms ? st->lim.idle_timeout_ms : st->lim.head_timeout_ms;
+    if (period != 0) start_timer(c, st, period);
+  }
+}
+
+/* A head is being received (not merely waiting behind an answer): its
+ * deadline counts from its first byte. */
+static void track_head(struct cm_conn *c, struct http_state *st) {
+  bool in_head = st->head_len == 0 && c->recv.len > 0 && !c->is_resp && !c->is_draining;
+  if (!in_head) st->head_since = 0;
+  else if (st->head_since == 0)
+    st->head_since = cm_millis();
+  arm(c, st);
+}
+
+/* ---- limits (server) --------------------------------------------------- */
+
+/* Is the request-target (after the method and its SP, RFC 9112 §3) longer
+ * than `max`?  Looks at no more than max + 1 bytes of it, so a target still
+ * arriving is judged as soon as it is too long. */
+static bool target_too_long(const char *d, size_t len, size_t max) {
+  const char *sp = memchr(d, ' ', len);
+  if (sp == NULL) return false;
+  size_t avail = len - (size_t) (sp + 1 - d);
+  size_t look = avail < max + 1 ? avail : max + 1;
+  return avail > max && memchr(sp + 1, ' ', look) == NULL;
+}
+
+/* Header lines in a complete head: its line feeds less the request line
+ * and the empty line (obs-fold is refused by the parser). */
+static size_t count_fields(struct cm_str head) {
+  size_t lines = 0;
+  const char *p = head.buf, *end = head.buf + head.len;
+  while ((p = memchr(p, '\n', (size_t) (end - p))) != NULL) {
+    lines++;
+    p++;
+  }
+  return lines >= 2 ? lines - 2 : 0;
+}
+
+/* The status for a head of `len` bytes (`hm` NULL while it is incomplete)
+ * that passes a limit, else 0.  414 before 431: RFC 9112 §3 names 414 for
+ * a target longer than the server wishes to parse. */
+static int head_limit(const struct cm_conn *c, const struct http_state *st, size_t len,
+                      const struct cm_http_msg *hm) {
+  const struct cm_http_limits *lim = &st->lim;
+  const char *d = cm_iobuf_data(&c->recv);
+  if (lim->max_uri != 0 && len > lim->max_uri && target_too_long(d, len, lim->max_uri)) return 414;
+  /* RFC 6585 §5: 431 for header fields too large, in all or in number. */
+  if (lim->max_head != 0 && len > lim->max_head) return 431;
+  if (hm != NULL && lim->max_headers != 0 && count_fields(hm->head) > lim->max_headers) return 431;
+  return 0;
+}
+
+/* Would a body of `n` bytes pass the limit, or never fit in c->recv next
+ * to its head?  Judged before buffering it (RFC 9110 §15.5.14: 413). */
+static bool body_too_large(const struct cm_conn *c, const struct http_state *st, uint64_t n) {
+  if (st->lim.max_body != 0 && n > st->lim.max_body) return true;
+  return c->recv.cap != 0 && n > c->recv.cap - st->head_len;
+}
+
+/* ---- receiving ----------------------------------------------------------- */
 
 /* Can the head be complete?  A head ends with an empty line, so after the
  * first look at a message only a new "\n\n" or "\n\r\n" makes a parse
@@ -111,11 +289,18 @@ static bool bodiless_status(struct cm_str code) {
   return code.buf[0] == '1' || cm_str_eq(code, "204") || cm_str_eq(code, "304");
 }
 
-/* Decide how the body of a message ends (RFC 9112 §6.3).  A response to
- * HEAD also has no body; the client does not track its requests yet. */
+/* Client: does this response answer a HEAD request (RFC 9112 §6.3 (1))?
+ * Interim 1xx responses (but 101) do not answer a request. */
+static bool answers_head_request(struct http_state *st, const struct cm_http_msg *hm) {
+  bool final = hm->uri.buf[0] != '1' || cm_str_eq(hm->uri, "101");
+  return final && st->out != NULL && cm__http_out_next_is_head(st->out);
+}
+
+/* Decide how the body of a message ends (RFC 9112 §6.3). */
 static bool set_framing(struct http_state *st, const struct cm_http_msg *hm, size_t head_len) {
   st->body_len = 0;
-  if (hm->is_response && bodiless_status(hm->uri)) {
+  bool to_head = hm->is_response && answers_head_request(st, hm);
+  if (hm->is_response && (bodiless_status(hm->uri) || to_head)) {
     st->kind = BODY_LENGTH;
   } else if (hm->is_chunked) {
     st->kind = BODY_CHUNKED;
@@ -132,28 +317,63 @@ static bool set_framing(struct http_state *st, const struct cm_http_msg *hm, siz
   return true;
 }
 
+static bool is_http11(struct cm_str proto) {
+  return proto.len == 8 && (proto.buf[5] > '1' || (proto.buf[5] == '1' && proto.buf[7] >= '1'));
+}
+
+/* RFC 9110 §10.1.1: a client that sent "Expect: 100-continue" waits for
+ * an interim 100 before the body.  Only HTTP/1.1 clients may expect it, and
+ * only while none of the body has arrived. */
+static void continue_if_expected(struct cm_conn *c, const struct http_state *st,
+                                 const struct cm_http_msg *hm) {
+  static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+  const struct cm_str *expect = cm_http_header(hm, "Expect");
+  bool has_body = st->kind == BODY_CHUNKED || st->body_len > 0;
+  if (expect == NULL || !has_body || !is_http11(hm->proto) || c->recv.len > st->head_len) return;
+  if (cm_str_casecmp(*expect, cm_str_c("100-continue"))) cm_send(c, cont, sizeof(cont) - 1);
+}
+
+/* Server checks of a complete head, before anyone sees it.  Returns
+ * whether the request may go on. */
+static bool admit(struct cm_conn *c, struct http_state *st, const struct cm_http_msg *hm, size_t n) {
+  int status = head_limit(c, st, n, hm);
+  if (status == 0 && st->kind == BODY_LENGTH && body_too_large(c, st, st->body_len)) status = 413;
+  if (status != 0) {
+    refuse(c, st, status, "limit");
+    return false;
+  }
+  st->keep_alive = hm->keep_alive;
+  st->head_request = cm_str_eq(hm->method, "HEAD");
+  continue_if_expected(c, st, hm);
+  return true;
+}
+
+/* Server: a head still incomplete may already pass a limit. */
+static bool partial_head_ok(struct cm_conn *c, struct http_state *st) {
+  int status = c->is_client ? 0 : head_limit(c, st, c->recv.len, NULL);
+  if (status != 0) refuse(c, st, status, "limit");
+  return status == 0;
+}
+
 /* Parse the head of the next message and fire CM_EV_HTTP_HDRS.  Returns 1
  * when the head is done, 0 to wait for more bytes, -1 after a failure. */
 static int begin_message(struct cm_conn *c, struct http_state *st) {
   struct cm_http_msg hm;
-  if (!head_may_be_complete(&c->recv, st)) return 0;
+  if (!head_may_be_complete(&c->recv, st)) return partial_head_ok(c, st) ? 0 : -1;
   int n = cm_http_parse(cm_iobuf_data(&c->recv), c->recv.len, &hm);
-  if (n == 0) return 0;
+  if (n == 0) return partial_head_ok(c, st) ? 0 : -1;
   /* A request on a client, or a response on a server, is as bad as junk. */
   if (n < 0 || hm.is_response != (bool) c->is_client) {
     fail(c, st, "not http");
     return -1;
   }
+  st->head_len = (size_t) n;
+  st->scanned = 0;
   if (!set_framing(st, &hm, (size_t) n)) {
     fail(c, st, "Invalid Content-Length");
     return -1;
   }
-  st->head_len = (size_t) n;
-  st->scanned = 0;
-  if (!c->is_client) {
-    st->keep_alive = hm.keep_alive;
-    st->head_request = cm_str_eq(hm.method, "HEAD");
-  }
+  if (!c->is_client && !admit(c, st, &hm, (size_t) n)) return -1;
   fire(c, CM_EV_HTTP_HDRS, &hm);
   return 1;
 }
@@ -161,8 +381,10 @@ static int begin_message(struct cm_conn *c, struct http_state *st) {
 /* De-chunk every complete chunk that has arrived (RFC 9112 §7.1), moving
  * the data down over the size lines so that the body becomes contiguous
  * right after the head.  One pass and one final delete: linear in the
- * bytes, however small the chunks.  Returns 1 when the last chunk is in,
- * 0 to wait, -1 after a failure. */
+ * bytes, however small the chunks.  A server refuses a body that grows
+ * past its limit as soon as a chunk size announces it, before buffering
+ * the chunk.  Returns 1 when the last chunk is in, 0 to wait, -1 after a
+ * failure. */
 static int dechunk(struct cm_conn *c, struct http_state *st) {
   char *d = cm_iobuf_data(&c->recv);
   size_t w = st->head_len + st->body_len; /* where decoded data goes */
@@ -171,11 +393,15 @@ static int dechunk(struct cm_conn *c, struct http_state *st) {
   while (done == 0) {
     size_t ofs = 0, n = 0;
     int len = cm_http_dechunk(d + r, c->recv.len - r, &ofs, &n);
-    if (len == 0) break;
     if (len < 0) {
       fail(c, st, "Invalid chunk");
       return -1;
     }
+    if (!c->is_client && n > 0 && body_too_large(c, st, (uint64_t) st->body_len + n)) {
+      refuse(c, st, 413, "chunked body limit");
+      return -1;
+    }
+    if (len == 0) break;
     memmove(d + w, d + r + ofs, n);
     w += n;
     r += (size_t) len;
@@ -245,6 +471,8 @@ static void on_read(struct cm_conn *c, struct http_state *st) {
   if (!c->is_client && c->is_draining) cm_iobuf_consume(&c->recv, c->recv.len);
   while (may_parse(c) && next_message(c, st)) {
   }
+  /* `st` is gone if a handler switched protocols (detach). */
+  if (!c->is_client && c->pfn == cm_http_handler) track_head(c, st);
 }
 
 /* Client: a response delimited by close (RFC 9112 §6.3 (8)) is complete
@@ -256,27 +484,61 @@ static void on_close(struct cm_conn *c, struct http_state *st) {
     if (c->pfn != cm_http_handler) return; /* deliver() freed st */
   }
   if (c->pfn_data == st) c->pfn_data = NULL;
-  free(st);
+  cm_timer_stop(c->mgr, &st->timer);
+  free_state(st);
+}
+
+/* New state for `c`; `lsn` is the listener of an accepted connection when
+ * known (CM_EV_OPEN), whose limits are copied. */
+static struct http_state *new_state(struct cm_conn *c, const struct cm_conn *lsn) {
+  struct http_state *st = calloc(1, sizeof(*st));
+  if (st == NULL) return NULL;
+  st->keep_alive = true;
+  st->mgr = c->mgr;
+  st->id = c->id;
+  st->active_at = cm_millis();
+  if (c->is_accepted) {
+    const struct cm_http_limits *lim = lsn != NULL && lsn->pfn == cm_http_handler ? lsn->pfn_data : NULL;
+    if (lim != NULL) st->lim = *lim;
+    else
+      cm_http_limits_init(&st->lim);
+  }
+  c->pfn_data = st;
+  return st;
+}
+
+/* A listener only hands the protocol (and its limits) down. */
+static void listener_event(struct cm_conn *c, int ev) {
+  if (ev == CM_EV_CLOSE) {
+    free(c->pfn_data);
+    c->pfn_data = NULL;
+  }
 }
 
 void cm_http_handler(struct cm_conn *c, int ev, void *ev_data) {
-  (void) ev_data;
-  /* A listener only hands the handler down; errors need nothing from us
-   * (and allocating on CM_EV_ERROR could recurse through cm_error). */
-  if (c->is_listening || ev == CM_EV_ERROR) return;
+  /* Errors need nothing from us (and allocating on CM_EV_ERROR could
+   * recurse through cm_error). */
+  if (c->is_listening) {
+    listener_event(c, ev);
+    return;
+  }
+  if (ev == CM_EV_ERROR) return;
   struct http_state *st = c->pfn_data;
   if (st == NULL) {
     if (ev == CM_EV_CLOSE) return;
-    st = calloc(1, sizeof(*st));
+    st = new_state(c, ev == CM_EV_OPEN ? ev_data : NULL);
     if (st == NULL) {
       cm_error(c, "OOM");
       return;
     }
-    st->keep_alive = true;
-    c->pfn_data = st;
   }
   switch (ev) {
-    case CM_EV_READ: on_read(c, st); break;
+    case CM_EV_ACCEPT: arm(c, st); break;
+    case CM_EV_READ:
+      if (ev_data != NULL && *(const long *) ev_data > 0) st->active_at = cm_millis();
+      on_read(c, st);
+      break;
+    case CM_EV_WRITE: st->active_at = cm_millis(); break;
     case CM_EV_CLOSE: on_close(c, st); break;
     default: break;
   }
@@ -286,9 +548,27 @@ struct cm_conn *cm_http_listen(struct cm_mgr *mgr, const char *url, cm_handler_f
   return cm__listen(mgr, url, cm_http_handler, fn, fn_data);
 }
 
+struct cm_conn *cm_http_listen_opts(struct cm_mgr *mgr, const char *url, const struct cm_http_limits *lim,
+                                    cm_handler_fn fn, void *fn_data) {
+  struct cm_http_limits *copy = malloc(sizeof(*copy));
+  if (copy == NULL) return NULL;
+  if (lim != NULL) *copy = *lim;
+  else
+    cm_http_limits_init(copy);
+  struct cm_conn *c = cm__listen(mgr, url, cm_http_handler, fn, fn_data);
+  if (c == NULL || c->is_closing || c->pfn != cm_http_handler) {
+    free(copy); /* failed, or the OPEN handler made it something else */
+    return c;
+  }
+  c->pfn_data = copy;
+  return c;
+}
+
 struct cm_conn *cm_http_connect(struct cm_mgr *mgr, const char *url, cm_handler_fn fn, void *fn_data) {
   return cm__connect(mgr, url, cm_http_handler, fn, fn_data);
 }
+
+/* ---- sending --------------------------------------------------------------- */
 
 /* Append to c->send after a successful reserve: cannot fail then. */
 static void put(struct cm_conn *c, const void *buf, size_t len) {
@@ -298,7 +578,7 @@ static void put(struct cm_conn *c, const void *buf, size_t len) {
 /* The request being answered was HEAD (RFC 9110 §9.3.2: same header
  * fields as for GET, never content). */
 static bool answers_head(const struct cm_conn *c) {
-  const struct http_state *st = c->pfn == cm_http_handler ? c->pfn_data : NULL;
+  const struct http_state *st = ours(c);
   return st != NULL && !c->is_client && st->head_request;
 }
 
@@ -335,10 +615,11 @@ bool cm_http_reply(struct cm_conn *c, int status, const char *headers, size_t he
 }
 
 void cm_http_end(struct cm_conn *c) {
-  struct http_state *st = c->pfn == cm_http_handler ? c->pfn_data : NULL;
+  struct http_state *st = ours(c);
   bool was_pending = c->is_resp;
   c->is_resp = 0;
   if (st == NULL || c->is_client) return;
+  st->active_at = cm_millis(); /* the idle time starts now */
   /* RFC 9112 §9.6: after the response to a "close" request, close. */
   if (!st->keep_alive) {
     cm_drain(c);
@@ -347,4 +628,78 @@ void cm_http_end(struct cm_conn *c) {
   /* Finished from outside our dispatch (a timer, a wakeup): come back to
    * the requests that waited in c->recv. */
   if (was_pending && !st->dispatching) cm_resume(c);
+}
+
+bool cm_http_chunk(struct cm_conn *c, const void *data, size_t len) {
+  char size[32];
+  if (c->is_closing) return false;
+  if (data == NULL) len = 0;
+  if (!answers_head(c)) {
+    /* chunk = chunk-size CRLF chunk-data CRLF; last-chunk = "0" CRLF,
+     * then the (empty) trailer section and CRLF (RFC 9112 §7.1). */
+    int n =
+        len > 0 ? snprintf(size, sizeof(size), "%zx\r\n", len) : snprintf(size, sizeof(size), "0\r\n\r\n");
+    size_t total = (size_t) n + (len > 0 ? len + 2 : 0);
+    if (len > SIZE_MAX - 64 || cm_iobuf_reserve(&c->send, total) != 0) return false;
+    put(c, size, (size_t) n);
+    put(c, data, len);
+    if (len > 0) put(c, "\r\n", 2);
+    cm__touch(c);
+  }
+  if (len == 0) cm_http_end(c);
+  return true;
+}
+
+/* Length of a line break at data[i] (CRLF, LF or CR), 0 if none. */
+static size_t line_break(struct cm_str s, size_t i) {
+  if (s.buf[i] == '\n') return 1;
+  if (s.buf[i] != '\r') return 0;
+  return i + 1 < s.len && s.buf[i + 1] == '\n' ? 2 : 1;
+}
+
+/* Copy p[0..len) to out + at (unless out is NULL: measuring); the new end. */
+static size_t emit(char *out, size_t at, const char *p, size_t len) {
+  if (out != NULL && len > 0) memcpy(out + at, p, len);
+  return at + len;
+}
+
+/* Write (or, with out NULL, measure) the SSE payload of one event. */
+static size_t sse_payload(char *out, struct cm_str event, struct cm_str data) {
+  size_t n = emit(out, 0, "event: ", 7), from = 0;
+  n = emit(out, n, event.buf, event.len);
+  n = emit(out, n, "\ndata: ", 7);
+  for (size_t i = 0; i < data.len; i++) {
+    size_t br = line_break(data, i);
+    if (br == 0) continue;
+    n = emit(out, n, data.buf + from, i - from);
+    n = emit(out, n, "\ndata: ", 7);
+    i += br - 1;
+    from = i + 1;
+  }
+  n = emit(out, n, data.buf + from, data.len - from);
+  return emit(out, n, "\n\n", 2);
+}
+
+bool cm_http_sse(struct cm_conn *c, struct cm_str event, struct cm_str data) {
+  for (size_t i = 0; i < event.len; i++) {
+    if (event.buf[i] == '\r' || event.buf[i] == '\n' || event.buf[i] == '\0') return false;
+  }
+  if (data.len > SIZE_MAX / 8 - 64) return false; /* worst case: every byte a break */
+  size_t len = sse_payload(NULL, event, data);
+  char *buf = malloc(len);
+  if (buf == NULL) return false;
+  sse_payload(buf, event, data);
+  bool ok = cm_http_chunk(c, buf, len);
+  free(buf);
+  return ok;
+}
+
+bool cm_http_send(struct cm_conn *c, const void *buf, size_t len) {
+  if (!cm_send(c, buf, len)) return false;
+  struct http_state *st = ours(c);
+  if (st == NULL || !c->is_client || len == 0) return true;
+  if (st->out == NULL) st->out = cm__http_out_new();
+  /* Out of memory: responses are framed as if for GET, as with cm_send. */
+  if (st->out != NULL) cm__http_out_feed(st->out, buf, len);
+  return true;
 }

@@ -5,13 +5,13 @@
 
 #include "cm.h"
 
-#define CM_IO_GRANULE 1024           /* iobuf sizes are multiples of this */
-#define CM_IO_STEP 16384             /* read straight into recv if it has this much room */
-#define CM_SCRATCH_SIZE 65536        /* else read into the manager's scratch, then append */
-#define CM_RECV_CAP (3u << 20)       /* default recv limit (3 MiB) */
-#define CM_SEND_HIWAT (4u << 20)     /* default: pause reading above 4 MiB unsent */
-#define CM_MAX_EVENTS 256            /* epoll events taken per wait */
-#define CM_MAX_ACCEPTS 32            /* accepts per listener per iteration */
+#define CM_IO_GRANULE 1024       /* iobuf sizes are multiples of this */
+#define CM_IO_STEP 16384         /* read straight into recv if it has this much room */
+#define CM_SCRATCH_SIZE 65536    /* else read into the manager's scratch, then append */
+#define CM_RECV_CAP (3u << 20)   /* default recv limit (3 MiB) */
+#define CM_SEND_HIWAT (4u << 20) /* default: pause reading above 4 MiB unsent */
+#define CM_MAX_EVENTS 256        /* epoll events taken per wait */
+#define CM_MAX_ACCEPTS 32        /* accepts per listener per iteration */
 
 /* poll_epoll.c: the only file that calls epoll_*. */
 int cm__poller_init(struct cm_mgr *mgr);
@@ -35,9 +35,38 @@ struct cm_conn *cm__listen(struct cm_mgr *mgr, const char *url, cm_handler_fn pf
                            void *fn_data);
 struct cm_conn *cm__connect(struct cm_mgr *mgr, const char *url, cm_handler_fn pfn, cm_handler_fn fn,
                             void *fn_data);
-void cm__sock_io(struct cm_conn *c);   /* handle readiness of a socket conn */
+void cm__sock_io(struct cm_conn *c);    /* handle readiness of a socket conn */
 bool cm__sock_flush(struct cm_conn *c); /* write what c->send holds; false on error */
+/* Write the first `want` bytes of c->send (fewer if the socket fills up).
+ * Returns the bytes written, or -1 after an error (the conn is closing). */
+long cm__sock_write(struct cm_conn *c, size_t want);
+/* c->rem is known (a literal, or a lookup answered): fire CM_EV_RESOLVE
+ * and start the socket-level connect. */
+void cm__connect_resolved(struct cm_conn *c);
 bool cm__sock_sendto(struct cm_conn *c, const void *buf, size_t len); /* UDP datagram to c->rem */
+
+/* sendfd.c: the file source of cm_send_fd(), written by the loop. */
+bool cm__sendfd_flush(struct cm_conn *c); /* like cm__sock_flush, with c->fsrc set */
+void cm__sendfd_free(struct cm_conn *c);  /* drop the source and close its file */
+
+/* resolve.c: name lookups on worker threads (cm/resolve.h).  Starts looking
+ * up `host` for client `c`; the answer sets c->rem (with `port`) and calls
+ * cm__connect_resolved(), a failure fires CM_EV_ERROR.  Returns false if
+ * the lookup could not even start (no memory, no thread, bad name). */
+bool cm__resolve_start(struct cm_conn *c, struct cm_str host, uint16_t port);
+/* Tests only: each worker sleeps this long before a lookup (0: never), so
+ * timeouts and late answers can be produced on demand. */
+extern _Atomic unsigned cm__resolve_test_delay_ms;
+
+/* http_out.c: the requests an HTTP client sends, followed through their
+ * framing, so that each response knows whether it answers HEAD. */
+struct cm__http_out;
+struct cm__http_out *cm__http_out_new(void);
+void cm__http_out_free(struct cm__http_out *o); /* NULL is fine */
+void cm__http_out_feed(struct cm__http_out *o, const void *buf, size_t len);
+/* Pop the oldest request in flight: was it HEAD?  False when none is
+ * known (untracked requests are taken for GET). */
+bool cm__http_out_next_is_head(struct cm__http_out *o);
 
 /* timer.c: the heap, driven by mgr.c. */
 void cm__timers_schedule_new(struct cm_mgr *mgr);
@@ -46,7 +75,7 @@ void cm__timers_run(struct cm_mgr *mgr);
 void cm__timers_free(struct cm_mgr *mgr);
 
 /* wakeup.c */
-void cm__wakeup_drain(struct cm_conn *c); /* the eventfd fired: reset it */
+void cm__wakeup_drain(struct cm_conn *c);    /* the eventfd fired: reset it */
 void cm__wakeup_deliver(struct cm_mgr *mgr); /* fire every queued message */
 void cm__wakeup_free(struct cm_mgr *mgr);
 

@@ -36,6 +36,9 @@ struct cm_conn *cm_mgr_find(struct cm_mgr *mgr, uint64_t id) {
   return (c != NULL && !c->is_internal) ? c : NULL;
 }
 
+/* Unsent bytes in c->send, or a file being sent (cm_send_fd). */
+static bool has_output(const struct cm_conn *c) { return c->send.len > 0 || c->fsrc != NULL; }
+
 /* The epoll interest a connection wants now. */
 static unsigned wanted_mask(struct cm_conn *c) {
   if (c->is_internal || c->is_listening) return CM__IN;
@@ -43,7 +46,7 @@ static unsigned wanted_mask(struct cm_conn *c) {
   /* Back-pressure: a peer that sends requests but does not read answers
    * stops being read once too much is queued for it. */
   c->is_full = c->mgr->send_hiwat > 0 && c->send.len >= c->mgr->send_hiwat;
-  return (c->is_full ? 0u : CM__IN) | (c->send.len > 0 ? CM__OUT : 0u);
+  return (c->is_full ? 0u : CM__IN) | (has_output(c) ? CM__OUT : 0u);
 }
 
 static void close_conn(struct cm_conn *c) {
@@ -59,15 +62,18 @@ static void settle(struct cm_conn *c) {
     c->want_resume = 0;
     cm_call(c, CM_EV_READ, &n);
   }
-  if (!c->is_closing && !c->is_listening && !c->is_connecting && c->fd >= 0 && c->send.len > 0)
+  if (!c->is_closing && !c->is_listening && !c->is_connecting && c->fd >= 0 && has_output(c))
     cm__sock_flush(c);
-  if (c->is_draining && c->send.len == 0) c->is_closing = 1;
+  if (c->is_draining && !has_output(c)) c->is_closing = 1;
   if (c->is_closing) {
     close_conn(c);
     return;
   }
   if (c->fd >= 0) cm__poller_set(c->mgr, c, wanted_mask(c));
   c->is_pending = 0;
+  /* A resume asked for during the flush (a file finished and with it an
+   * HTTP response) was not queued, since c was still pending: queue it. */
+  if (c->want_resume) cm__touch(c);
 }
 
 /* The pending phase.  Connections touched while it runs (a resumed protocol
@@ -100,6 +106,11 @@ static void io_phase(struct cm_mgr *mgr, int timeout) {
     if (c == mgr->wakeup_conn) {
       cm__wakeup_drain(c);
       mgr->wakeup_fired = true;
+    } else if (c->is_internal) {
+      /* Other plumbing (the resolver's eventfd) reads its own fd: it is
+       * only told that the fd fired. */
+      long zero = 0;
+      cm_call(c, CM_EV_READ, &zero);
     } else if (!c->is_closing) {
       cm__sock_io(c);
       cm__touch(c);
@@ -117,7 +128,8 @@ static void poll_phase(struct cm_mgr *mgr) {
   while (c != NULL) {
     struct cm_conn *next = c->next_poller;
     if (!c->want_poll) cm__conn_unpoll(c);
-    else if (!c->is_internal) cm_call(c, CM_EV_POLL, &now);
+    else if (!c->is_internal)
+      cm_call(c, CM_EV_POLL, &now);
     c = next;
   }
 }

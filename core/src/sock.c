@@ -142,16 +142,22 @@ struct cm_conn *cm__connect(struct cm_mgr *mgr, const char *url, cm_handler_fn p
   cm_call(c, CM_EV_OPEN, NULL);
   if (c->is_closing) return c;
   if (!cm_url_addr(url, &c->rem)) {
-    /* Names need the resolver; until a lookup exists, fail the way a
-     * failed lookup does: through the error path, never by blocking. */
+    /* A name: resolve.c looks it up on a worker thread and comes back to
+     * cm__connect_resolved() from the loop (SPEC Decision 11). */
     struct cm_url u;
     cm_url_split(url, &u);
-    cm_error(c, "%.*s DNS lookup failed", (int) u.host.len, u.host.buf != NULL ? u.host.buf : "");
+    c->rem.port = (uint16_t) cm_url_port(url);
+    if (!cm__resolve_start(c, u.host, c->rem.port))
+      cm_error(c, "%.*s DNS lookup failed", (int) u.host.len, u.host.buf != NULL ? u.host.buf : "");
     return c;
   }
+  cm__connect_resolved(c);
+  return c;
+}
+
+void cm__connect_resolved(struct cm_conn *c) {
   cm_call(c, CM_EV_RESOLVE, NULL);
   if (!c->is_closing) start_connect(c);
-  return c;
 }
 
 static void finish_connect(struct cm_conn *c) {
@@ -270,22 +276,38 @@ static void read_datagram(struct cm_conn *c) {
   cm_call(c, CM_EV_READ, &got);
 }
 
-bool cm__sock_flush(struct cm_conn *c) {
-  while (c->send.len > 0 && !c->is_closing) {
-    ssize_t n = send(c->fd, cm_iobuf_data(&c->send), c->send.len, MSG_NOSIGNAL);
+long cm__sock_write(struct cm_conn *c, size_t want) {
+  size_t done = 0;
+  while (done < want && !c->is_closing) {
+    ssize_t n = send(c->fd, cm_iobuf_data(&c->send), want - done, MSG_NOSIGNAL);
     if (n > 0) {
       long sent = (long) n;
       cm_iobuf_consume(&c->send, (size_t) n);
+      done += (size_t) n;
       cm_call(c, CM_EV_WRITE, &sent);
     } else if (n < 0 && errno == EINTR) {
       continue;
     } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      return true;
+      break;
     } else {
       if (n < 0 && peer_gone(errno)) cm_close(c);
-      else cm_error(c, "socket error");
-      return false;
+      else
+        cm_error(c, "socket error");
+      return -1;
     }
+  }
+  return (long) done;
+}
+
+bool cm__sock_flush(struct cm_conn *c) {
+  /* A file being sent (cm_send_fd) orders the output itself. */
+  if (c->fsrc != NULL) return cm__sendfd_flush(c);
+  /* Bytes a CM_EV_WRITE handler queues go out in the same flush. */
+  while (c->send.len > 0 && !c->is_closing) {
+    size_t want = c->send.len;
+    long n = cm__sock_write(c, want);
+    if (n < 0) return false;
+    if ((size_t) n < want) return true; /* the socket is full */
   }
   return true;
 }

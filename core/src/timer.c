@@ -118,7 +118,8 @@ static void reschedule(struct cm_mgr *mgr, struct cm_timer *t) {
   /* Late by more than a period: fire once and restart from now, rather
    * than firing a burst to catch up. */
   if (mgr->now - t->expire > t->period_ms) t->expire = mgr->now + t->period_ms;
-  else t->expire += t->period_ms;
+  else
+    t->expire += t->period_ms;
   t->seq = mgr->timer_seq++;
   sift_down(mgr, t->slot - 1);
 }
@@ -131,7 +132,8 @@ void cm__timers_run(struct cm_mgr *mgr) {
     struct cm_timer *t = mgr->heap[0];
     if (t->expire > mgr->now || t->seq >= limit) break;
     if (t->flags & CM_TIMER_REPEAT) reschedule(mgr, t);
-    else heap_remove(mgr, t);
+    else
+      heap_remove(mgr, t);
     t->fn(t, t->arg); /* may stop or free t: not touched afterwards */
   }
 }

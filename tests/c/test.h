@@ -14,24 +14,24 @@
 
 extern int cm_test_passed;
 
-#define ASSERT(expr)                                                              \
-  do {                                                                            \
-    if (!(expr)) {                                                                \
-      fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #expr);             \
-      abort();                                                                    \
-    }                                                                             \
+#define ASSERT(expr)                                                  \
+  do {                                                                \
+    if (!(expr)) {                                                    \
+      fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #expr); \
+      abort();                                                        \
+    }                                                                 \
   } while (0)
 
 #define ASSERT_EQ(a, b) ASSERT((a) == (b))
 /* Compare a slice with a C string. */
 #define ASSERT_STR(slice, cstr) ASSERT(cm_str_eq((slice), (cstr)))
 
-#define RUN(fn)                                 \
-  do {                                          \
-    fn();                                       \
-    cm_test_passed++;                           \
+#define RUN(fn)                                  \
+  do {                                           \
+    fn();                                        \
+    cm_test_passed++;                            \
     printf("ok %d - %s\n", cm_test_passed, #fn); \
-    fflush(stdout);                             \
+    fflush(stdout);                              \
   } while (0)
 
 /* Print the summary line; use as `return cm_test_done();` in main. */

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "internal.h" /* the request tracker of http_out.c */
 #include "test.h"
 
 #define WAIT_MS 3000 /* upper bound of every wait: no test can hang */
@@ -161,6 +162,15 @@ static void setup(struct fixture *f) {
   ASSERT(lsn != NULL);
   f->port = lsn->loc.port;
   ASSERT(f->port != 0);
+}
+
+/* setup() with explicit limits. */
+static void setup_limits(struct fixture *f, const struct cm_http_limits *lim) {
+  memset(f, 0, sizeof(*f));
+  ASSERT(cm_mgr_init(&f->mgr) == 0);
+  struct cm_conn *lsn = cm_http_listen_opts(&f->mgr, "http://127.0.0.1:0", lim, server_fn, &f->srv);
+  ASSERT(lsn != NULL);
+  f->port = lsn->loc.port;
 }
 
 #define RESP(body) "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " body
@@ -664,6 +674,532 @@ static void test_client_garbage(void) {
   ASSERT_EQ(cl.msgs, 0);
 }
 
+/* --- limits and deadlines ----------------------------------------------- */
+
+/* The refusal a limit produces: status, "Connection: close", reason as body. */
+static size_t refusal(char *buf, size_t size, int status) {
+  const char *r = cm_http_reason(status);
+  return (size_t) snprintf(buf, size,
+                           "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+                           "Connection: close\r\n\r\n%s\n",
+                           status, r, strlen(r) + 1, r);
+}
+
+/* Send `req` on a fresh connection; the answer must be exactly the
+ * refusal `status` followed by EOF, with no message delivered, while a
+ * good request on another connection is still answered. */
+static void expect_refused(const struct cm_http_limits *lim, const char *req, size_t len, int status) {
+  struct fixture f;
+  struct inbox in = {0}, in2 = {0};
+  char want[256];
+  static const char ok[] = RESP("3\r\n\r\n/ok");
+  size_t n = refusal(want, sizeof(want), status);
+  setup_limits(&f, lim);
+  int bad = peer_connect(f.port);
+  int good = peer_connect(f.port);
+  peer_send_big(&f.mgr, bad, req, len);
+  peer_wait(&f.mgr, bad, &in, SIZE_MAX);
+  ASSERT(in.eof);
+  ASSERT_EQ(in.len, n);
+  ASSERT(memcmp(in.buf, want, n) == 0);
+  ASSERT_EQ(f.srv.msgs, 0);
+  SEND(good, "GET /ok HTTP/1.1\r\n\r\n");
+  peer_wait(&f.mgr, good, &in2, sizeof(ok) - 1);
+  ASSERT(in2.len == sizeof(ok) - 1 && memcmp(in2.buf, ok, in2.len) == 0);
+  close(bad);
+  close(good);
+  cm_mgr_free(&f.mgr);
+}
+
+/* Send `req` and expect the plain 200 answer of server_fn for `uri`. */
+static void expect_served(const struct cm_http_limits *lim, const char *req, size_t len, const char *uri) {
+  struct fixture f;
+  struct inbox in = {0};
+  char want[256];
+  size_t n = (size_t) snprintf(want, sizeof(want), RESP("%zu\r\n\r\n%s"), strlen(uri), uri);
+  setup_limits(&f, lim);
+  int fd = peer_connect(f.port);
+  peer_send_big(&f.mgr, fd, req, len);
+  peer_wait(&f.mgr, fd, &in, n);
+  ASSERT(in.len == n && memcmp(in.buf, want, n) == 0);
+  close(fd);
+  cm_mgr_free(&f.mgr);
+}
+
+static char *repeat(const char *prefix, char ch, size_t count, const char *suffix, size_t *len) {
+  size_t p = strlen(prefix), q = strlen(suffix);
+  char *buf = malloc(p + count + q + 1);
+  ASSERT(buf != NULL);
+  memcpy(buf, prefix, p);
+  memset(buf + p, ch, count);
+  memcpy(buf + p + count, suffix, q + 1);
+  *len = p + count + q;
+  return buf;
+}
+
+static void test_limit_defaults(void) {
+  struct cm_http_limits lim;
+  cm_http_limits_init(&lim);
+  ASSERT_EQ(lim.max_head, CM_HTTP_MAX_HEAD);
+  ASSERT(lim.max_headers >= 500); /* SPEC 2.5.4 */
+  ASSERT(lim.max_uri >= 16384);   /* a 12 KB query string is answered (tests/py) */
+  ASSERT_EQ(lim.max_body, CM_HTTP_MAX_BODY);
+  ASSERT_EQ(lim.head_timeout_ms, 30000u);
+  ASSERT_EQ(lim.idle_timeout_ms, 60000u);
+  /* 500 headers and a 100 KB header pass the defaults (cm_http_listen) */
+  char *req = malloc(500 * 16 + 64);
+  ASSERT(req != NULL);
+  size_t n = (size_t) sprintf(req, "GET /many HTTP/1.1\r\n");
+  for (int i = 0; i < 500; i++) n += (size_t) sprintf(req + n, "X-H%d: v\r\n", i);
+  n += (size_t) sprintf(req + n, "\r\n");
+  expect_served(NULL, req, n, "/many");
+  free(req);
+}
+
+static void test_limit_head_size(void) {
+  struct cm_http_limits lim;
+  size_t len;
+  cm_http_limits_init(&lim);
+  lim.max_head = 1024;
+  /* incomplete: refused as soon as it passes the limit */
+  char *req = repeat("GET / HTTP/1.1\r\nX-Big: ", 'a', 2000, "", &len);
+  expect_refused(&lim, req, len, 431);
+  free(req);
+  /* complete but too large */
+  req = repeat("GET / HTTP/1.1\r\nX-Big: ", 'a', 1001, "\r\n\r\n", &len);
+  ASSERT(len > 1024);
+  expect_refused(&lim, req, len, 431);
+  free(req);
+  /* exactly at the limit */
+  req = repeat("GET /fit HTTP/1.1\r\nX-Big: ", 'a', 1024 - 30, "\r\n\r\n", &len);
+  ASSERT_EQ(len, 1024u);
+  expect_served(&lim, req, len, "/fit");
+  free(req);
+}
+
+static void test_limit_header_count(void) {
+  struct cm_http_limits lim;
+  cm_http_limits_init(&lim);
+  lim.max_headers = 5;
+  static const char five[] = "GET /five HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n\r\n";
+  static const char six[] = "GET /six HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\nF: 6\r\n\r\n";
+  expect_served(&lim, five, sizeof(five) - 1, "/five");
+  expect_refused(&lim, six, sizeof(six) - 1, 431);
+  /* counted beyond the 30 kept: 40 headers against a limit of 35 */
+  lim.max_headers = 35;
+  char req[1024];
+  size_t n = (size_t) sprintf(req, "GET /forty HTTP/1.1\r\n");
+  for (int i = 0; i < 40; i++) n += (size_t) sprintf(req + n, "H%d: x\r\n", i);
+  n += (size_t) sprintf(req + n, "\r\n");
+  expect_refused(&lim, req, n, 431);
+}
+
+static void test_limit_uri(void) {
+  struct cm_http_limits lim;
+  size_t len;
+  cm_http_limits_init(&lim);
+  lim.max_uri = 100;
+  char *req = repeat("GET /", 'u', 200, " HTTP/1.1\r\n\r\n", &len);
+  expect_refused(&lim, req, len, 414);
+  free(req);
+  /* still arriving: judged as soon as the target is too long */
+  req = repeat("GET /", 'u', 150, "", &len);
+  expect_refused(&lim, req, len, 414);
+  free(req);
+  /* 414 wins over 431 for a long request line */
+  lim.max_head = 120;
+  req = repeat("GET /", 'u', 300, "", &len);
+  expect_refused(&lim, req, len, 414);
+  free(req);
+  /* the query counts: the target is "/q?" and the rest */
+  lim.max_head = CM_HTTP_MAX_HEAD;
+  req = repeat("GET /q?", 'x', 99, " HTTP/1.1\r\n\r\n", &len);
+  expect_refused(&lim, req, len, 414);
+  free(req);
+  req = repeat("GET /q?", 'x', 97, " HTTP/1.1\r\n\r\n", &len); /* 100 bytes */
+  expect_served(&lim, req, len, "/q");
+  free(req);
+}
+
+static void test_limit_body(void) {
+  struct cm_http_limits lim;
+  cm_http_limits_init(&lim);
+  lim.max_body = 100;
+  /* announced by Content-Length: refused before any body byte */
+  static const char big[] = "POST /b HTTP/1.1\r\nContent-Length: 101\r\n\r\n";
+  expect_refused(&lim, big, sizeof(big) - 1, 413);
+  char req[256];
+  size_t n = (size_t) sprintf(req, "POST /fit HTTP/1.1\r\nContent-Length: 100\r\n\r\n");
+  memset(req + n, 'b', 100);
+  expect_served(&lim, req, n + 100, "/fit");
+  /* chunked: the sum of chunks passes the limit */
+  n = (size_t) sprintf(req, "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3c\r\n");
+  memset(req + n, 'c', 60);
+  n += 60;
+  n += (size_t) sprintf(req + n, "\r\n3c\r\n");
+  memset(req + n, 'c', 60);
+  n += 60;
+  n += (size_t) sprintf(req + n, "\r\n0\r\n\r\n");
+  expect_refused(&lim, req, n, 413);
+  /* one chunk size announcing too much: refused before its data */
+  static const char one[] = "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffff\r\nabc";
+  expect_refused(&lim, one, sizeof(one) - 1, 413);
+  /* a body that could never fit in the receive buffer, with no limit set */
+  lim.max_body = 0;
+  static const char huge[] = "POST /h HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n";
+  expect_refused(&lim, huge, sizeof(huge) - 1, 413);
+}
+
+/* Expect: 100-continue (RFC 9110 §10.1.1). */
+static void test_expect_continue(void) {
+  struct fixture f;
+  struct inbox in = {0};
+  static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+  static const char want[] = RESP("2\r\n\r\n/e");
+  setup(&f);
+  int fd = peer_connect(f.port);
+  SEND(fd, "POST /e HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+  peer_wait(&f.mgr, fd, &in, sizeof(cont) - 1);
+  ASSERT(in.len == sizeof(cont) - 1 && memcmp(in.buf, cont, in.len) == 0);
+  ASSERT_EQ(f.srv.msgs, 0);
+  SEND(fd, "hello");
+  peer_wait(&f.mgr, fd, &in, sizeof(cont) - 1 + sizeof(want) - 1);
+  ASSERT(memcmp(in.buf + sizeof(cont) - 1, want, sizeof(want) - 1) == 0);
+  ASSERT(f.srv.body_len == 5 && memcmp(f.srv.body, "hello", 5) == 0);
+  close(fd);
+  /* body sent with the head, HTTP/1.0, or no body: no interim response */
+  static const char *const quiet[] = {
+      "POST /e HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello",
+      "POST /e HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+      "GET /e HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+  };
+  for (size_t i = 0; i < CM_ARRAY_SIZE(quiet); i++) {
+    struct inbox q = {0};
+    fd = peer_connect(f.port);
+    peer_send(fd, quiet[i], strlen(quiet[i]));
+    if (i == 1) {
+      spin(&f.mgr, 5);
+      peer_recv(fd, &q);
+      ASSERT_EQ(q.len, 0);
+      SEND(fd, "hello");
+    }
+    peer_wait(&f.mgr, fd, &q, sizeof(want) - 1);
+    ASSERT(q.len == sizeof(want) - 1 && memcmp(q.buf, want, q.len) == 0);
+    close(fd);
+  }
+  cm_mgr_free(&f.mgr);
+  /* too large: the final 413 instead of 100 */
+  struct cm_http_limits lim;
+  cm_http_limits_init(&lim);
+  lim.max_body = 4;
+  static const char big[] = "POST /e HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n";
+  expect_refused(&lim, big, sizeof(big) - 1, 413);
+}
+
+/* Slowloris: a head trickling in is cut off at the head deadline with 408,
+ * however often bytes arrive. */
+static void test_head_deadline(void) {
+  struct fixture f;
+  struct inbox in = {0};
+  struct cm_http_limits lim;
+  char want[256];
+  size_t n = refusal(want, sizeof(want), 408);
+  cm_http_limits_init(&lim);
+  lim.head_timeout_ms = 300;
+  setup_limits(&f, &lim);
+  int fd = peer_connect(f.port);
+  uint64_t start = cm_millis();
+  SEND(fd, "GET /slow HTTP/1.1\r\n");
+  while (!in.eof && cm_millis() - start < 3000) {
+    SEND(fd, "X");
+    for (int i = 0; i < 10; i++) cm_mgr_poll(&f.mgr, 5);
+    peer_recv(fd, &in);
+  }
+  uint64_t took = cm_millis() - start;
+  ASSERT(in.eof);
+  ASSERT(took >= 300 && took < 2000);
+  ASSERT(in.len == n && memcmp(in.buf, want, n) == 0);
+  ASSERT_EQ(f.srv.msgs, 0);
+  close(fd);
+  /* a head completed in time is served, and its deadline does not carry
+   * over to the idle connection */
+  struct inbox in2 = {0};
+  static const char ok[] = RESP("2\r\n\r\n/q");
+  fd = peer_connect(f.port);
+  SEND(fd, "GET /q HTTP/1.1\r\n");
+  for (int i = 0; i < 20; i++) cm_mgr_poll(&f.mgr, 5);
+  SEND(fd, "\r\n");
+  peer_wait(&f.mgr, fd, &in2, sizeof(ok) - 1);
+  ASSERT(in2.len == sizeof(ok) - 1);
+  start = cm_millis();
+  while (cm_millis() - start < 600) cm_mgr_poll(&f.mgr, 10);
+  peer_recv(fd, &in2);
+  ASSERT(!in2.eof);
+  close(fd);
+  cm_mgr_free(&f.mgr);
+}
+
+/* Idle keep-alive connections close after idle_timeout_ms without a
+ * request; a connection that keeps asking stays open. */
+static void test_idle_timeout(void) {
+  struct fixture f;
+  struct cm_http_limits lim;
+  static const char ok[] = RESP("2\r\n\r\n/i");
+  cm_http_limits_init(&lim);
+  lim.idle_timeout_ms = 300;
+  setup_limits(&f, &lim);
+  /* busy: a request every 100 ms for 900 ms */
+  struct inbox busy = {0};
+  int b = peer_connect(f.port);
+  uint64_t start = cm_millis();
+  for (size_t k = 1; cm_millis() - start < 900; k++) {
+    SEND(b, "GET /i HTTP/1.1\r\n\r\n");
+    peer_wait(&f.mgr, b, &busy, k * (sizeof(ok) - 1));
+    ASSERT(!busy.eof && busy.len == k * (sizeof(ok) - 1));
+    uint64_t t = cm_millis();
+    while (cm_millis() - t < 100) cm_mgr_poll(&f.mgr, 10);
+  }
+  /* then idle: closed within the timeout (and not much later) */
+  struct inbox silent = {0};
+  int s = peer_connect(f.port); /* never sends anything */
+  start = cm_millis();
+  peer_wait(&f.mgr, b, &busy, SIZE_MAX);
+  peer_wait(&f.mgr, s, &silent, SIZE_MAX);
+  uint64_t took = cm_millis() - start;
+  ASSERT(busy.eof && silent.eof && silent.len == 0);
+  ASSERT(took >= 250 && took < 1500);
+  close(b);
+  close(s);
+  cm_mgr_free(&f.mgr);
+}
+
+/* A deferred answer is the application's business: no idle timeout while
+ * it is owed, and the idle time starts when it is finished. */
+static void test_idle_deferred(void) {
+  struct fixture f;
+  struct inbox in = {0};
+  struct cm_http_limits lim;
+  cm_http_limits_init(&lim);
+  lim.idle_timeout_ms = 200;
+  setup_limits(&f, &lim);
+  f.srv.defer = true;
+  int fd = peer_connect(f.port);
+  SEND(fd, "GET /d HTTP/1.1\r\n\r\n");
+  wait_for(&f.mgr, &f.srv.msgs, 1);
+  uint64_t start = cm_millis();
+  while (cm_millis() - start < 600) cm_mgr_poll(&f.mgr, 10);
+  peer_recv(fd, &in);
+  ASSERT(!in.eof && !f.srv.closed);
+  reply_later(NULL, &f.srv);
+  start = cm_millis();
+  peer_wait(&f.mgr, fd, &in, SIZE_MAX);
+  ASSERT(in.eof && cm_millis() - start >= 150);
+  ASSERT(in.len == sizeof(RESP("4\r\n\r\nlate")) - 1);
+  close(fd);
+  cm_mgr_free(&f.mgr);
+}
+
+/* --- chunked responses and SSE -------------------------------------------- */
+
+/* A connection that is not on a socket: what the calls queue is checked
+ * in c->send directly. */
+struct fake {
+  struct cm_mgr mgr;
+  struct cm_conn c;
+};
+
+static void fake_init(struct fake *k) {
+  ASSERT(cm_mgr_init(&k->mgr) == 0);
+  memset(&k->c, 0, sizeof(k->c));
+  cm_iobuf_init(&k->c.send, 0);
+  k->c.fd = -1;
+  k->c.mgr = &k->mgr;
+}
+
+static bool sent_is(struct fake *k, const char *want, size_t n) {
+  bool same = k->c.send.len == n && memcmp(cm_iobuf_data(&k->c.send), want, n) == 0;
+  cm_iobuf_consume(&k->c.send, k->c.send.len);
+  return same;
+}
+
+#define SENT_IS(k, lit) sent_is((k), (lit), sizeof(lit) - 1)
+
+static void fake_free(struct fake *k) {
+  cm_iobuf_free(&k->c.send);
+  k->mgr.pending = NULL;
+  cm_mgr_free(&k->mgr);
+}
+
+static void test_chunk_format(void) {
+  struct fake k;
+  char big[300];
+  fake_init(&k);
+  k.c.is_resp = 1;
+  ASSERT(cm_http_chunk(&k.c, "hello", 5));
+  ASSERT(SENT_IS(&k, "5\r\nhello\r\n"));
+  memset(big, 'z', sizeof(big));
+  ASSERT(cm_http_chunk(&k.c, big, sizeof(big)));
+  ASSERT(k.c.send.len == 5 + 300 + 2 && memcmp(cm_iobuf_data(&k.c.send), "12c\r\n", 5) == 0);
+  cm_iobuf_consume(&k.c.send, k.c.send.len);
+  ASSERT(cm_http_chunk(&k.c, "a\0b", 3)); /* binary-exact */
+  ASSERT(SENT_IS(&k, "3\r\na\0b\r\n"));
+  ASSERT(k.c.is_resp);
+  ASSERT(cm_http_chunk(&k.c, NULL, 0)); /* the last chunk finishes the response */
+  ASSERT(SENT_IS(&k, "0\r\n\r\n"));
+  ASSERT(!k.c.is_resp);
+  /* SSE: one chunk per event; line breaks in data become data: lines */
+  ASSERT(cm_http_sse(&k.c, cm_str_c("update"), cm_str_c("42")));
+  ASSERT(SENT_IS(&k, "18\r\nevent: update\ndata: 42\n\n\r\n"));
+  ASSERT(cm_http_sse(&k.c, cm_str_c("m"), cm_str_c("a\nb\r\nc\rd")));
+  ASSERT(SENT_IS(&k, "2a\r\nevent: m\ndata: a\ndata: b\ndata: c\ndata: d\n\n\r\n"));
+  ASSERT(cm_http_sse(&k.c, cm_str_c(""), cm_str_c("")));
+  ASSERT(SENT_IS(&k, "10\r\nevent: \ndata: \n\n\r\n"));
+  ASSERT(!cm_http_sse(&k.c, cm_str_c("a\nevent: b"), cm_str_c("x")));
+  ASSERT(k.c.send.len == 0);
+  k.c.is_closing = 1;
+  ASSERT(!cm_http_chunk(&k.c, "x", 1));
+  ASSERT(!cm_http_sse(&k.c, cm_str_c("e"), cm_str_c("x")));
+  fake_free(&k);
+}
+
+/* A streamed answer over the wire: raw head, chunks, the last chunk; the
+ * pipelined request behind it waits for the last chunk.  In answer to HEAD
+ * the chunks are not sent. */
+static void streaming_fn(struct cm_conn *c, int ev, void *ev_data) {
+  static const char head[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+  struct server *s = c->fn_data;
+  if (ev != CM_EV_HTTP_MSG) return;
+  struct cm_http_msg *hm = ev_data;
+  s->msgs++;
+  if (cm_str_eq(hm->uri, "/plain")) {
+    ASSERT(cm_http_reply(c, 200, NULL, 0, "p", 1));
+    return;
+  }
+  ASSERT(cm_send(c, head, sizeof(head) - 1));
+  ASSERT(cm_http_chunk(c, "ab", 2));
+  ASSERT(cm_http_sse(c, cm_str_c("t"), cm_str_c("x")));
+  s->pending = c;
+}
+
+static void finish_stream(struct cm_timer *t, void *arg) {
+  struct server *s = arg;
+  (void) t;
+  ASSERT(cm_http_chunk(s->pending, "", 0));
+  s->pending = NULL;
+}
+
+static void test_chunked_stream(void) {
+  struct cm_mgr mgr;
+  struct server srv = {0};
+  struct inbox in = {0};
+  struct cm_timer t = {0};
+  static const char want[] =
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n12\r\nevent: t\ndata: x\n\n\r\n"
+      "0\r\n\r\n"
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" /* HEAD: no chunks */
+      "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n";         /* HEAD: no body */
+  ASSERT(cm_mgr_init(&mgr) == 0);
+  struct cm_conn *lsn = cm_http_listen(&mgr, "http://127.0.0.1:0", streaming_fn, &srv);
+  ASSERT(lsn != NULL);
+  int fd = peer_connect(lsn->loc.port);
+  SEND(fd, "GET /s HTTP/1.1\r\n\r\nHEAD /s HTTP/1.1\r\n\r\nHEAD /plain HTTP/1.1\r\n\r\n");
+  wait_for(&mgr, &srv.msgs, 1);
+  spin(&mgr, 5);
+  ASSERT_EQ(srv.msgs, 1); /* the second waits for the last chunk */
+  ASSERT(cm_timer_start(&mgr, &t, 10, CM_TIMER_ONCE, finish_stream, &srv));
+  wait_for(&mgr, &srv.msgs, 2);
+  ASSERT(cm_timer_start(&mgr, &t, 10, CM_TIMER_ONCE, finish_stream, &srv));
+  peer_wait(&mgr, fd, &in, sizeof(want) - 1);
+  spin(&mgr, 3);
+  peer_recv(fd, &in);
+  ASSERT_EQ(in.len, sizeof(want) - 1);
+  ASSERT(memcmp(in.buf, want, in.len) == 0);
+  ASSERT_EQ(srv.msgs, 3);
+  close(fd);
+  cm_mgr_free(&mgr);
+}
+
+/* --- client: the response to HEAD ------------------------------------------ */
+
+/* The request tracker alone: bytes in any split, bodies skipped by their
+ * framing, even when they contain text that looks like a request. */
+static void test_out_tracker(void) {
+  static const char stream[] =
+      "HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n"
+      "POST /b HTTP/1.1\r\nContent-Length: 20\r\n\r\nHEAD /fake HTTP/1.1\r"
+      "PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "13;ext=1\r\nHEAD / HTTP/1.1\r\n\r\n\r\n0\r\nTrailer: y\r\n\r\n"
+      "HEAD /d HTTP/1.1\r\n\r\n"
+      "GET /e HTTP/1.1\r\n\r\n";
+  static const bool heads[] = {true, false, false, true, false};
+  size_t splits[] = {sizeof(stream) - 1, 1, 2, 7, 64};
+  for (size_t s = 0; s < CM_ARRAY_SIZE(splits); s++) {
+    struct cm__http_out *o = cm__http_out_new();
+    ASSERT(o != NULL);
+    for (size_t i = 0; i < sizeof(stream) - 1; i += splits[s]) {
+      size_t n = sizeof(stream) - 1 - i < splits[s] ? sizeof(stream) - 1 - i : splits[s];
+      cm__http_out_feed(o, stream + i, n);
+    }
+    for (size_t i = 0; i < CM_ARRAY_SIZE(heads); i++) ASSERT_EQ(cm__http_out_next_is_head(o), heads[i]);
+    ASSERT(!cm__http_out_next_is_head(o)); /* none left: taken for GET */
+    cm__http_out_free(o);
+  }
+  /* not HTTP: tracking stops, everything is taken for GET */
+  struct cm__http_out *o = cm__http_out_new();
+  cm__http_out_feed(o, "HEAD / HTTP/1.1\r\n\r\n\x01garbage\r\n\r\n", 29);
+  ASSERT(!cm__http_out_next_is_head(o));
+  cm__http_out_free(o);
+}
+
+struct head_client {
+  int msgs;
+  size_t body_len[4];
+  char uri[4][8];
+  bool error;
+};
+
+static void head_client_fn(struct cm_conn *c, int ev, void *ev_data) {
+  struct head_client *hc = c->fn_data;
+  if (ev == CM_EV_CONNECT) {
+    /* two writes, split inside the first head */
+    static const char a[] = "HEAD /h HTTP/1.1\r\nHo",
+                      b[] = "st: x\r\n\r\nGET /g HTTP/1.1\r\n\r\nHEAD /z HTTP/1.1\r\n\r\n";
+    ASSERT(cm_http_send(c, a, sizeof(a) - 1));
+    ASSERT(cm_http_send(c, b, sizeof(b) - 1));
+  } else if (ev == CM_EV_HTTP_MSG && hc->msgs < 4) {
+    struct cm_http_msg *hm = ev_data;
+    hc->body_len[hc->msgs] = hm->body.len;
+    copy_slice(hc->uri[hc->msgs], sizeof(hc->uri[0]), hm->uri);
+    hc->msgs++;
+  } else if (ev == CM_EV_ERROR) {
+    hc->error = true;
+  }
+}
+
+static void test_client_head(void) {
+  /* 100 Continue is interim: it answers no request */
+  struct canned k = {
+      "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+      "HTTP/1.1 100 Continue\r\n\r\n"
+      "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"
+      "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\n",
+      false};
+  struct cm_mgr mgr;
+  struct head_client hc = {0};
+  char url[64];
+  ASSERT(cm_mgr_init(&mgr) == 0);
+  struct cm_conn *lsn = cm_listen(&mgr, "tcp://127.0.0.1:0", canned_fn, &k);
+  snprintf(url, sizeof(url), "http://127.0.0.1:%u", (unsigned) lsn->loc.port);
+  ASSERT(cm_http_connect(&mgr, url, head_client_fn, &hc) != NULL);
+  wait_for(&mgr, &hc.msgs, 4);
+  ASSERT(!hc.error);
+  ASSERT(strcmp(hc.uri[0], "200") == 0 && hc.body_len[0] == 0);
+  ASSERT(strcmp(hc.uri[1], "100") == 0);
+  ASSERT(strcmp(hc.uri[2], "200") == 0 && hc.body_len[2] == 3);
+  ASSERT(strcmp(hc.uri[3], "404") == 0 && hc.body_len[3] == 0);
+  cm_mgr_free(&mgr);
+}
+
 int main(void) {
   RUN(test_simple_get);
   RUN(test_pipelined);
@@ -682,5 +1218,18 @@ int main(void) {
   RUN(test_client_close_delimited);
   RUN(test_client_framed);
   RUN(test_client_garbage);
+  RUN(test_limit_defaults);
+  RUN(test_limit_head_size);
+  RUN(test_limit_header_count);
+  RUN(test_limit_uri);
+  RUN(test_limit_body);
+  RUN(test_expect_continue);
+  RUN(test_head_deadline);
+  RUN(test_idle_timeout);
+  RUN(test_idle_deferred);
+  RUN(test_chunk_format);
+  RUN(test_chunked_stream);
+  RUN(test_out_tracker);
+  RUN(test_client_head);
   return cm_test_done();
 }

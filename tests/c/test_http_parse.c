@@ -185,7 +185,7 @@ static const struct bytes bads[] = {
     B("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),                      /* TLS ClientHello */
     B("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"), /* CL conflict */
     B("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"), /* CL repeated */
-    B("POST / HTTP/1.1\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\nabc"), /* in any case */
+    B("POST / HTTP/1.1\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\nabc"),       /* in any case */
     B("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"), /* CL+TE */
     B("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"), /* TE+CL */
     B("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"),                         /* unframeable request */

@@ -19,7 +19,8 @@ static void hook(struct cm_mgr *mgr, bool sleeping, void *arg) {
   (void) mgr;
   (void) arg;
   if (sleeping) ASSERT_EQ(sleeps++, wakes);
-  else ASSERT_EQ(++wakes, sleeps);
+  else
+    ASSERT_EQ(++wakes, sleeps);
 }
 
 static void test_sleep_hook_only_around_waits(void) {
@@ -59,7 +60,10 @@ static void trace(struct cm_conn *c, int ev, void *ev_data) {
   (void) ev_data;
   size_t n = strlen(t->text);
   if (ev == CM_EV_POLL || ev == CM_EV_CLOSE || ev == CM_EV_OPEN)
-    snprintf(t->text + n, sizeof(t->text) - n, "%c%llu ", ev == CM_EV_POLL ? 'P' : ev == CM_EV_OPEN ? 'O' : 'C',
+    snprintf(t->text + n, sizeof(t->text) - n, "%c%llu ",
+             ev == CM_EV_POLL   ? 'P'
+             : ev == CM_EV_OPEN ? 'O'
+                                : 'C',
              (unsigned long long) c->id);
 }
 
@@ -74,7 +78,7 @@ static void test_close_is_deferred(void) {
   cm_close(a);
   ASSERT(a->is_closing);
   ASSERT(strcmp(t.text, "O1 O2 ") == 0); /* nothing fired yet */
-  cm_mgr_poll(&mgr, 0); /* closed at the start of the next poll */
+  cm_mgr_poll(&mgr, 0);                  /* closed at the start of the next poll */
   ASSERT(strcmp(t.text, "O1 O2 C1 P2 ") == 0);
   ASSERT_EQ(mgr.nconns, 1u);
   t.text[0] = '\0';

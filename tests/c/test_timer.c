@@ -14,7 +14,8 @@ static void test_fifo_ties(void) {
   memset(t, 0, sizeof(t));
   norder = 0;
   ASSERT(cm_mgr_init(&mgr) == 0);
-  for (int i = 0; i < 5; i++) ASSERT(cm_timer_start(&mgr, &t[i], 0, CM_TIMER_ONCE, record, (void *) (intptr_t) i));
+  for (int i = 0; i < 5; i++)
+    ASSERT(cm_timer_start(&mgr, &t[i], 0, CM_TIMER_ONCE, record, (void *) (intptr_t) i));
   ASSERT(!cm_timer_start(&mgr, &t[0], 0, CM_TIMER_ONCE, record, NULL)); /* already running */
   cm_mgr_poll(&mgr, 0);
   ASSERT_EQ(norder, 5);
@@ -129,7 +130,7 @@ static void test_many_random(void) {
     ASSERT(cm_timer_start(&mgr, &t[i], 5 + (seed >> 16) % 40, CM_TIMER_ONCE, check_order, NULL));
   }
   for (int i = 0; i < N; i += 3) cm_timer_stop(&mgr, &t[i]); /* from the new list */
-  cm_mgr_poll(&mgr, 0);                                         /* schedules the rest */
+  cm_mgr_poll(&mgr, 0);                                      /* schedules the rest */
   for (int i = 1; i < N; i += 3) cm_timer_stop(&mgr, &t[i]); /* from the heap */
   uint64_t end = cm_millis() + 1000;
   while (mgr.nheap > 0 && cm_millis() < end) cm_mgr_poll(&mgr, 5);

@@ -39,14 +39,14 @@ struct cm_addr {
 
 /* Error codes returned (negated) by core functions that return int.
  * One list makes the enum and the name table, so they cannot drift. */
-#define CM_ERRNO_LIST(X)                         \
-  X(INVAL, 1, "invalid argument")                \
-  X(NOMEM, 2, "out of memory")                   \
-  X(IO, 3, "I/O error")                          \
-  X(ADDR, 4, "bad address")                      \
-  X(CLOSED, 5, "connection closed")              \
-  X(FULL, 6, "buffer limit reached")             \
-  X(PROTO, 7, "protocol error")                  \
+#define CM_ERRNO_LIST(X)             \
+  X(INVAL, 1, "invalid argument")    \
+  X(NOMEM, 2, "out of memory")       \
+  X(IO, 3, "I/O error")              \
+  X(ADDR, 4, "bad address")          \
+  X(CLOSED, 5, "connection closed")  \
+  X(FULL, 6, "buffer limit reached") \
+  X(PROTO, 7, "protocol error")      \
   X(AGAIN, 8, "try again")
 
 enum cm_errno {

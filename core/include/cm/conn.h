@@ -20,29 +20,30 @@ extern "C" {
 #endif
 
 struct cm_mgr;
+struct cm__fsrc;
 
 struct cm_conn {
   /* public */
-  cm_handler_fn fn;     /* user handler (inherited by accepted connections) */
-  void *fn_data;        /* user handler data (inherited) */
-  void *userdata;       /* per-connection application data (never inherited) */
-  cm_handler_fn pfn;    /* protocol handler, runs before fn (inherited) */
-  void *pfn_data;       /* protocol state, owned by the protocol (not inherited) */
+  cm_handler_fn fn;  /* user handler (inherited by accepted connections) */
+  void *fn_data;     /* user handler data (inherited) */
+  void *userdata;    /* per-connection application data (never inherited) */
+  cm_handler_fn pfn; /* protocol handler, runs before fn (inherited) */
+  void *pfn_data;    /* protocol state, owned by the protocol (not inherited) */
   /* read-only */
-  struct cm_mgr *mgr;   /* owning manager */
-  uint64_t id;          /* > 0, unique per manager, never reused */
-  struct cm_addr loc;   /* local address */
-  struct cm_addr rem;   /* peer address (UDP listener: last sender) */
-  struct cm_iobuf recv; /* bytes received, not yet consumed */
-  struct cm_iobuf send; /* bytes queued, not yet written */
-  unsigned is_listening : 1; /* listening socket */
-  unsigned is_client : 1;    /* created by cm_connect */
-  unsigned is_accepted : 1;  /* created by accept */
-  unsigned is_udp : 1;       /* datagram socket */
+  struct cm_mgr *mgr;         /* owning manager */
+  uint64_t id;                /* > 0, unique per manager, never reused */
+  struct cm_addr loc;         /* local address */
+  struct cm_addr rem;         /* peer address (UDP listener: last sender) */
+  struct cm_iobuf recv;       /* bytes received, not yet consumed */
+  struct cm_iobuf send;       /* bytes queued, not yet written */
+  unsigned is_listening : 1;  /* listening socket */
+  unsigned is_client : 1;     /* created by cm_connect */
+  unsigned is_accepted : 1;   /* created by accept */
+  unsigned is_udp : 1;        /* datagram socket */
   unsigned is_connecting : 1; /* non-blocking connect in progress */
-  unsigned is_internal : 1;  /* manager plumbing (wakeup); not user-visible */
-  unsigned is_readable : 1;  /* last readiness test said readable */
-  unsigned is_writable : 1;  /* last readiness test said writable */
+  unsigned is_internal : 1;   /* manager plumbing (wakeup); not user-visible */
+  unsigned is_readable : 1;   /* last readiness test said readable */
+  unsigned is_writable : 1;   /* last readiness test said writable */
   /* public flags: the application may set these */
   unsigned is_tls : 1;       /* TLS requested or active */
   unsigned is_websocket : 1; /* upgraded to WebSocket */
@@ -51,15 +52,16 @@ struct cm_conn {
   unsigned is_closing : 1;   /* close at the end of this iteration (see cm_close) */
   unsigned is_resp : 1;      /* protocol: a response is in progress */
   /* private */
-  int fd;                    /* socket, eventfd, or -1 */
-  unsigned ev_mask;          /* epoll interest currently registered */
-  unsigned is_pending : 1;   /* on mgr->pending */
-  unsigned want_resume : 1;  /* fire a synthetic CM_EV_READ in the pending phase */
-  unsigned want_poll : 1;    /* receives CM_EV_POLL (see cm_conn_set_poll) */
-  unsigned on_pollers : 1;   /* linked on mgr->pollers */
-  struct cm_conn *next, *prev; /* mgr->conns list */
+  int fd;                                    /* socket, eventfd, or -1 */
+  unsigned ev_mask;                          /* epoll interest currently registered */
+  unsigned is_pending : 1;                   /* on mgr->pending */
+  unsigned want_resume : 1;                  /* fire a synthetic CM_EV_READ in the pending phase */
+  unsigned want_poll : 1;                    /* receives CM_EV_POLL (see cm_conn_set_poll) */
+  unsigned on_pollers : 1;                   /* linked on mgr->pollers */
+  struct cm__fsrc *fsrc;                     /* file being sent (cm_send_fd), or NULL */
+  struct cm_conn *next, *prev;               /* mgr->conns list */
   struct cm_conn *next_poller, *prev_poller; /* mgr->pollers list */
-  struct cm_conn *next_pending; /* mgr->pending list */
+  struct cm_conn *next_pending;              /* mgr->pending list */
 };
 
 /* Listen on `url`: "tcp://", "http://", "udp://", ... with host an IPv4
@@ -78,11 +80,28 @@ struct cm_conn *cm_connect(struct cm_mgr *mgr, const char *url, cm_handler_fn fn
  * c->rem.  Returns false if the connection is closing, the send cap would be
  * passed, or memory ran out (nothing queued then). */
 bool cm_send(struct cm_conn *c, const void *buf, size_t len);
+/* Called once, from the loop, when a file given to cm_send_fd() has been
+ * handed to the kernel in full.  Not called if the connection closes or
+ * fails first (CM_EV_CLOSE tells the protocol then). */
+typedef void (*cm_sent_fn)(struct cm_conn *c, void *arg);
+/* Send `len` bytes of the open file `fd`, starting at `offset`, after the
+ * bytes c->send holds now; bytes queued with cm_send() afterwards go out
+ * after the file.  The file streams in bounded pieces as the socket drains,
+ * so its size costs no memory: with sendfile(2) on a plain TCP connection,
+ * else (c->is_tls, where bytes must pass through c->send to be encrypted)
+ * read 64 KiB at a time into c->send.  The connection owns `fd` from then
+ * on and closes it when done, on failure, or when it closes.  A file that
+ * turns out shorter than `len` fails the connection with CM_EV_ERROR.
+ * `done` (may be NULL) is called as cm_sent_fn says.  Returns false, not
+ * taking `fd`, if a file is already being sent, the connection is closing,
+ * is a listener or UDP, or memory ran out. */
+bool cm_send_fd(struct cm_conn *c, int fd, uint64_t offset, uint64_t len, cm_sent_fn done, void *arg);
 /* Mark `c` closing: unsent data is dropped, and at the end of this iteration
  * (or of the next cm_mgr_poll) the socket is closed, CM_EV_CLOSE fires and
  * `c` is freed.  Idempotent. */
 void cm_close(struct cm_conn *c);
-/* Close `c` once everything in c->send has been written. */
+/* Close `c` once everything queued has been written: c->send, and a file
+ * being sent (cm_send_fd). */
 void cm_drain(struct cm_conn *c);
 /* The error path: log `fmt` at CM_LL_ERROR, mark `c` closing and fire
  * CM_EV_ERROR with the formatted message (at most 255 bytes) synchronously.

@@ -15,7 +15,7 @@ struct cm_conn;
 
 /* X(NAME, number, ev_data in C) */
 #define CM_EVENT_LIST(X)                                                        \
-  X(ERROR, 0)      /* const char *: message; the connection is closing      */ \
+  X(ERROR, 0)      /* const char *: message; the connection is closing      */  \
   X(OPEN, 1)       /* struct cm_conn *: the listener for accepted, else NULL */ \
   X(POLL, 2)       /* const uint64_t *: cm_millis() of this iteration        */ \
   X(RESOLVE, 3)    /* NULL: remote address known                             */ \
@@ -24,7 +24,7 @@ struct cm_conn;
   X(TLS_HS, 6)     /* NULL: TLS handshake done                               */ \
   X(READ, 7)       /* const long *: bytes just added to c->recv (0: resumed) */ \
   X(WRITE, 8)      /* const long *: bytes just written from c->send          */ \
-  X(CLOSE, 9)      /* NULL: last event; buffers still readable              */ \
+  X(CLOSE, 9)      /* NULL: last event; buffers still readable              */  \
   X(HTTP_HDRS, 10) /* struct cm_http_msg *: headers parsed, body pending     */ \
   X(HTTP_MSG, 11)  /* struct cm_http_msg *: full request or response         */ \
   X(WS_OPEN, 12)   /* struct cm_http_msg *: upgrade request / 101 response   */ \

@@ -6,7 +6,16 @@
  * is finished (cm_http_reply, or cm_http_end after raw cm_send calls); a
  * response may be finished later, from another event (a wakeup), and the
  * connection then resumes.  "Connection: close" (or HTTP/1.0 without
- * keep-alive) drains the connection after its response. */
+ * keep-alive) drains the connection after its response.
+ *
+ * A request with "Expect: 100-continue" whose body has not started to arrive
+ * gets "HTTP/1.1 100 Continue" before CM_EV_HTTP_HDRS (RFC 9110 §10.1.1).
+ *
+ * Limits (struct cm_http_limits, per listener): a request that passes one is
+ * answered with its 4xx status, "Connection: close", and the connection
+ * drains; other connections are not disturbed.  Server connections are also
+ * closed when a request head takes too long to arrive (slowloris) or when
+ * they sit idle between requests. */
 #ifndef CM_HTTP_H
 #define CM_HTTP_H
 
@@ -30,19 +39,19 @@ struct cm_http_header {
 /* A parsed message.  Every slice points into the buffer given to the parser
  * (for events: into c->recv), valid only during the event. */
 struct cm_http_msg {
-  struct cm_str method;  /* request method; for a response: "HTTP/1.1" */
-  struct cm_str uri;     /* request target without query; response: "200" */
-  struct cm_str query;   /* after '?', without it; empty if none */
-  struct cm_str proto;   /* "HTTP/1.1"; for a response: the reason phrase */
+  struct cm_str method; /* request method; for a response: "HTTP/1.1" */
+  struct cm_str uri;    /* request target without query; response: "200" */
+  struct cm_str query;  /* after '?', without it; empty if none */
+  struct cm_str proto;  /* "HTTP/1.1"; for a response: the reason phrase */
   struct cm_http_header headers[CM_HTTP_MAX_HEADERS];
-  size_t num_headers;    /* headers kept (at most CM_HTTP_MAX_HEADERS) */
-  struct cm_str body;    /* body (de-chunked); empty until complete */
-  struct cm_str head;    /* start line and headers, up to the blank line */
-  struct cm_str message; /* head and body as received */
+  size_t num_headers;     /* headers kept (at most CM_HTTP_MAX_HEADERS) */
+  struct cm_str body;     /* body (de-chunked); empty until complete */
+  struct cm_str head;     /* start line and headers, up to the blank line */
+  struct cm_str message;  /* head and body as received */
   int64_t content_length; /* Content-Length, or -1 if absent */
-  bool is_response;      /* parsed a status line */
-  bool is_chunked;       /* Transfer-Encoding: chunked */
-  bool keep_alive;       /* connection persists after this message */
+  bool is_response;       /* parsed a status line */
+  bool is_chunked;        /* Transfer-Encoding: chunked */
+  bool keep_alive;        /* connection persists after this message */
 };
 
 /* Parse the head of a request or response in buf[0..len).  Pure: no
@@ -61,12 +70,41 @@ const char *cm_http_reason(int status);
  * data and its CRLF; for the last chunk, through the end of the trailer
  * section), 0 when more bytes are needed, -1 when malformed.  On success the
  * data is buf[*data_ofs .. *data_ofs + *data_len); *data_len == 0 means this
- * was the last chunk. */
+ * was the last chunk.  When 0 is returned because the chunk's data has not
+ * all arrived, the size line was complete and *data_len already holds the
+ * chunk size, so a caller can refuse an oversized chunk before buffering it
+ * (*data_len is left alone when the size line itself is incomplete). */
 int cm_http_dechunk(const char *buf, size_t len, size_t *data_ofs, size_t *data_len);
 
-/* Listen with the HTTP server protocol on every accepted connection.
- * Same contract as cm_listen(). */
+/* Server limits.  A field of 0 disables that limit.  Defaults, set by
+ * cm_http_limits_init() and used by cm_http_listen(), are in brackets. */
+struct cm_http_limits {
+  size_t max_head;          /* request line + headers, bytes -> 431 [1 MiB] */
+  size_t max_headers;       /* header lines, kept or not -> 431 [1000] */
+  size_t max_uri;           /* request-target, bytes -> 414 [64 KiB] */
+  uint64_t max_body;        /* body, from Content-Length or de-chunked -> 413 [3 MiB] */
+  uint32_t head_timeout_ms; /* first byte of a head to its end, else 408 + close [30000] */
+  uint32_t idle_timeout_ms; /* no request, or no progress writing, for this long -> close [60000] */
+};
+
+#define CM_HTTP_MAX_HEAD (1u << 20)
+#define CM_HTTP_MAX_FIELDS 1000 /* SPEC 2.5.4: a 500-header request is answered */
+#define CM_HTTP_MAX_URI (64u << 10)
+#define CM_HTTP_MAX_BODY (3u << 20)
+#define CM_HTTP_HEAD_TIMEOUT_MS 30000
+#define CM_HTTP_IDLE_TIMEOUT_MS 60000
+
+/* Fill `lim` with the defaults above. */
+void cm_http_limits_init(struct cm_http_limits *lim);
+
+/* Listen with the HTTP server protocol on every accepted connection, with
+ * the default limits.  Same contract as cm_listen(). */
 struct cm_conn *cm_http_listen(struct cm_mgr *mgr, const char *url, cm_handler_fn fn, void *fn_data);
+/* cm_http_listen() with explicit limits (NULL: the defaults).  `lim` is
+ * copied: the listener keeps its own copy (freed with it) and every
+ * connection it accepts copies that at accept time. */
+struct cm_conn *cm_http_listen_opts(struct cm_mgr *mgr, const char *url, const struct cm_http_limits *lim,
+                                    cm_handler_fn fn, void *fn_data);
 /* Connect with the HTTP client protocol.  Nothing is sent: the application
  * writes its request (usually on CM_EV_CONNECT); responses arrive as
  * CM_EV_HTTP_MSG.  Same contract as cm_connect(). */
@@ -79,11 +117,31 @@ void cm_http_handler(struct cm_conn *c, int ev, void *ev_data);
  * are; the caller has validated them), "Content-Length: <len>\r\n\r\n" and
  * `len` body bytes, then finish the response (cm_http_end).  Returns false if
  * nothing could be queued. */
-bool cm_http_reply(struct cm_conn *c, int status, const char *headers, size_t headers_len,
-                   const void *body, size_t len);
+bool cm_http_reply(struct cm_conn *c, int status, const char *headers, size_t headers_len, const void *body,
+                   size_t len);
 /* Finish the current response after raw cm_send() calls: apply
  * "Connection: close", and let the next pipelined request through. */
 void cm_http_end(struct cm_conn *c);
+/* Send one chunk of a chunked response body (RFC 9112 §7.1):
+ * "<lowercase hex len>\r\n<data>\r\n".  `len` 0 sends the last chunk
+ * "0\r\n\r\n" and finishes the response (cm_http_end).  The application
+ * has sent the head with "Transfer-Encoding: chunked" itself.  In answer to
+ * HEAD nothing is sent (RFC 9110 §9.3.2), but len 0 still finishes.  Returns
+ * false if nothing could be queued. */
+bool cm_http_chunk(struct cm_conn *c, const void *data, size_t len);
+/* Send one Server-Sent Event as one chunk (cm_http_chunk) whose payload is
+ * "event: <event>\ndata: <data>\n\n" (WHATWG HTML §9.2).  A line break in
+ * `data` (CRLF, LF or CR) starts a new "data: " line, so the event cannot end
+ * early and the client rebuilds `data` with LF line breaks.  Returns false if
+ * `event` contains CR, LF or NUL, or nothing could be queued. */
+bool cm_http_sse(struct cm_conn *c, struct cm_str event, struct cm_str data);
+/* cm_send() for HTTP connections.  On a client connection it also follows
+ * the requests in the bytes (their heads and framing, RFC 9112 §6), so that
+ * the response to a HEAD request is known to have no body (RFC 9112 §6.3
+ * (1)) however it was split across calls.  Requests sent with plain
+ * cm_send() are not seen: their responses are framed as if for GET.  On any
+ * other connection it is cm_send(). */
+bool cm_http_send(struct cm_conn *c, const void *buf, size_t len);
 
 /* ---- http_vars.c: pure helpers over HTTP text ------------------------- */
 

@@ -33,10 +33,9 @@ void cm_log_set_fn(cm_log_fn fn, void *arg);
  * in the library; user text is passed as an argument, never as the format. */
 void cm__log(int level, const char *file, int line, const char *fmt, ...) CM_PRINTF(4, 5);
 
-#define CM_LOG(level, ...)                                       \
-  do {                                                           \
-    if (CM_UNLIKELY(cm_log_get() >= (level)))                    \
-      cm__log((level), __FILE__, __LINE__, __VA_ARGS__);         \
+#define CM_LOG(level, ...)                                                                       \
+  do {                                                                                           \
+    if (CM_UNLIKELY(cm_log_get() >= (level))) cm__log((level), __FILE__, __LINE__, __VA_ARGS__); \
   } while (0)
 #define CM_ERROR(...) CM_LOG(CM_LL_ERROR, __VA_ARGS__)
 #define CM_INFO(...) CM_LOG(CM_LL_INFO, __VA_ARGS__)

@@ -35,6 +35,7 @@ extern "C" {
 
 struct cm_conn;
 struct cm_idmap;
+struct cm_resolver;
 struct cm_wakeup;
 
 /* Called just before (`sleeping` true) and just after (false) the blocking
@@ -43,32 +44,34 @@ typedef void (*cm_sleep_fn)(struct cm_mgr *mgr, bool sleeping, void *arg);
 
 struct cm_mgr {
   /* public */
-  void *userdata;            /* application data */
-  cm_sleep_fn sleep_fn;      /* optional hook around the wait */
-  void *sleep_arg;           /* passed to sleep_fn */
-  size_t recv_cap;           /* recv buffer limit for new connections (3 MiB) */
-  size_t send_cap;           /* send buffer limit for new connections (0: none) */
-  size_t send_hiwat;         /* stop reading a connection above this many unsent bytes */
+  void *userdata;          /* application data */
+  cm_sleep_fn sleep_fn;    /* optional hook around the wait */
+  void *sleep_arg;         /* passed to sleep_fn */
+  size_t recv_cap;         /* recv buffer limit for new connections (3 MiB) */
+  size_t send_cap;         /* send buffer limit for new connections (0: none) */
+  size_t send_hiwat;       /* stop reading a connection above this many unsent bytes */
+  uint32_t dns_timeout_ms; /* name lookup limit, "DNS timeout" after it (0: 5000) */
   /* read-only */
-  struct cm_conn *conns;     /* all connections, newest first */
-  size_t nconns;             /* number of connections, internal ones included */
-  uint64_t next_id;          /* last id handed out; ids start at 1, never reused */
-  uint64_t now;              /* cm_millis() at the start of the current phase */
+  struct cm_conn *conns; /* all connections, newest first */
+  size_t nconns;         /* number of connections, internal ones included */
+  uint64_t next_id;      /* last id handed out; ids start at 1, never reused */
+  uint64_t now;          /* cm_millis() at the start of the current phase */
   /* private */
-  int epfd;                  /* epoll instance */
-  struct cm_conn *pending;   /* connections with work for the pending phase */
-  struct cm_conn *pollers;   /* connections that may want CM_EV_POLL, newest first */
-  struct cm_idmap *ids;      /* id -> connection */
-  struct cm_timer **heap;    /* timer min-heap */
-  size_t nheap, heap_size;   /* used / allocated heap slots */
-  uint64_t timer_seq;        /* next timer insertion number */
-  struct cm_timer *new_timers; /* started since the last poll */
-  size_t nnew;               /* length of new_timers */
-  struct cm_wakeup *wakeup;  /* cross-thread channel, NULL until enabled */
-  struct cm_conn *wakeup_conn; /* internal connection over its eventfd */
-  char *scratch;             /* CM_SCRATCH_SIZE bytes for reads (lazily allocated) */
-  bool in_poll;              /* inside cm_mgr_poll: guards re-entry */
-  bool wakeup_fired;         /* the wakeup eventfd fired in this iteration */
+  int epfd;                     /* epoll instance */
+  struct cm_conn *pending;      /* connections with work for the pending phase */
+  struct cm_conn *pollers;      /* connections that may want CM_EV_POLL, newest first */
+  struct cm_idmap *ids;         /* id -> connection */
+  struct cm_timer **heap;       /* timer min-heap */
+  size_t nheap, heap_size;      /* used / allocated heap slots */
+  uint64_t timer_seq;           /* next timer insertion number */
+  struct cm_timer *new_timers;  /* started since the last poll */
+  size_t nnew;                  /* length of new_timers */
+  struct cm_wakeup *wakeup;     /* cross-thread channel, NULL until enabled */
+  struct cm_conn *wakeup_conn;  /* internal connection over its eventfd */
+  struct cm_resolver *resolver; /* name lookups (resolve.c), NULL until the first */
+  char *scratch;                /* CM_SCRATCH_SIZE bytes for reads (lazily allocated) */
+  bool in_poll;                 /* inside cm_mgr_poll: guards re-entry */
+  bool wakeup_fired;            /* the wakeup eventfd fired in this iteration */
 };
 
 /* Initialise `mgr` (caller-owned memory).  Returns 0, or a negative CM_E*

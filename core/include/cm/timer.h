@@ -31,9 +31,9 @@ struct cm_timer {
   cm_timer_fn fn;     /* callback */
   void *arg;          /* passed to fn */
   /* private */
-  uint64_t expire; /* deadline in cm_millis() time */
-  uint64_t seq;    /* insertion order: equal deadlines fire FIFO */
-  size_t slot;     /* heap index + 1; 0 when not in the heap */
+  uint64_t expire;           /* deadline in cm_millis() time */
+  uint64_t seq;              /* insertion order: equal deadlines fire FIFO */
+  size_t slot;               /* heap index + 1; 0 when not in the heap */
   struct cm_timer *next_new; /* list of timers started since the last poll */
   bool is_new;               /* on that list */
 };
