@@ -336,7 +336,8 @@ static PyObject *connection_reply(ConnectionObject *self, PyObject *const *args,
   static const char *const names[] = {"status_code", "body", "headers"};
   PyObject *a[3];
   int status;
-  if (ext_args("reply", args, nargs, kwnames, names, 3, 1, a) < 0 || ext_as_int(a[0], &status) < 0) return NULL;
+  if (ext_args("reply", args, nargs, kwnames, names, 3, 1, a) < 0 || ext_as_int(a[0], &status) < 0)
+    return NULL;
   if (a[1] != NULL) return do_reply(self, status, a[1], a[2], false);
   PyObject *empty = PyBytes_FromStringAndSize("", 0);
   PyObject *result = empty != NULL ? do_reply(self, status, empty, a[2], false) : NULL;
