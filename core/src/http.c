@@ -582,11 +582,45 @@ static bool answers_head(const struct cm_conn *c) {
   return st != NULL && !c->is_client && st->head_request;
 }
 
-/* "Content-Length: n" and the blank line.  1xx and 204 responses must not
- * carry the field (RFC 9110 §8.6), nor a body. */
-static int reply_tail(char *buf, size_t size, int status, size_t len) {
-  if (status < 200 || status == 204) return snprintf(buf, size, "\r\n");
-  return snprintf(buf, size, "Content-Length: %zu\r\n\r\n", len);
+/* Decimal digits of `v` into `buf` (room for 20); returns their count.
+ * Replies are formatted once per request: no printf machinery here. */
+static size_t fmt_u64(char *buf, uint64_t v) {
+  char tmp[20];
+  size_t n = 0;
+  do {
+    tmp[n++] = (char) ('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  for (size_t i = 0; i < n; i++) buf[i] = tmp[n - 1 - i];
+  return n;
+}
+
+/* "HTTP/1.1 <status> <reason>\r\n" into `buf` (96 bytes). */
+static size_t status_line(char *buf, int status) {
+  const char *reason = cm_http_reason(status);
+  size_t rn = strlen(reason), n = 9;
+  if (rn > 64) rn = 64; /* the table's longest is 31 */
+  memcpy(buf, "HTTP/1.1 ", 9);
+  n += fmt_u64(buf + n, (uint64_t) status);
+  buf[n++] = ' ';
+  memcpy(buf + n, reason, rn);
+  n += rn;
+  memcpy(buf + n, "\r\n", 2);
+  return n + 2;
+}
+
+/* "Content-Length: n" and the blank line into `buf` (48 bytes).  1xx and
+ * 204 responses must not carry the field (RFC 9110 §8.6), nor a body. */
+static size_t reply_tail(char *buf, int status, size_t len) {
+  if (status < 200 || status == 204) {
+    memcpy(buf, "\r\n", 2);
+    return 2;
+  }
+  size_t n = 16;
+  memcpy(buf, "Content-Length: ", 16);
+  n += fmt_u64(buf + n, len);
+  memcpy(buf + n, "\r\n\r\n", 4);
+  return n + 4;
 }
 
 bool cm_http_reply(struct cm_conn *c, int status, const char *headers, size_t headers_len, const void *body,
@@ -596,16 +630,16 @@ bool cm_http_reply(struct cm_conn *c, int status, const char *headers, size_t he
   if (headers == NULL) headers_len = 0;
   if (body == NULL) len = 0;
   if ((status < 200 || status == 204) && len > 0) return false;
-  int sn = snprintf(start, sizeof(start), "HTTP/1.1 %d %s\r\n", status, cm_http_reason(status));
-  int tn = reply_tail(tail, sizeof(tail), status, len);
+  size_t sn = status_line(start, status);
+  size_t tn = reply_tail(tail, status, len);
   size_t sent = answers_head(c) ? 0 : len;
-  size_t fixed = (size_t) sn + (size_t) tn;
+  size_t fixed = sn + tn;
   if (headers_len > SIZE_MAX - fixed || sent > SIZE_MAX - fixed - headers_len) return false;
   /* Reserve once: the response goes out whole or not at all. */
   if (cm_iobuf_reserve(&c->send, fixed + headers_len + sent) != 0) return false;
-  put(c, start, (size_t) sn);
+  put(c, start, sn);
   put(c, headers, headers_len);
-  put(c, tail, (size_t) tn);
+  put(c, tail, tn);
   put(c, body, sent);
   cm__touch(c);
   /* An interim response (100 Continue, 103 Early Hints) does not answer
