@@ -4,6 +4,11 @@
 #   make serve    build, install and run the demo server (examples/http_server.py)
 #   make lint     ruff + clang-format check          make format   apply clang-format
 #   make ctest / make pytest / make install / make clean / make distclean
+#   make asan-pytest  pytest (HTTP, wakeup, timer, abuse) against an ASan+UBSan build
+#   make soak / make soak-quick   bounded soak at full scale / at 1/20 (CI)
+#   make valgrind     C loopback tests under valgrind: no leak, no error, no fd left
+#   make fuzz         every libFuzzer target for FUZZ_SECONDS each (default 600)
+#   make bench        the benchmarks against the peers; writes bench/RESULTS.md
 #
 # Every target first runs scripts/bootstrap.sh, which installs whatever is
 # missing (Debian packages, the venv, requirements-dev.txt) and is fast when
@@ -44,10 +49,14 @@ CTEST_OPTS := -Dtests=true -Dpython=false -Db_sanitize=address,undefined -Dbuild
 SAN_ENV := ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
 # What lint checks.  Directories that do not exist (yet) are skipped.
-PY_DIRS := $(wildcard src tests/py examples bench scripts)
+PY_DIRS := $(wildcard src tests/py tests/soak examples bench scripts)
 C_DIRS := $(wildcard core ext tests/c fuzz examples bench)
 
-.PHONY: help bootstrap install ctest pytest test lint format serve clean distclean
+.PHONY: help bootstrap install ctest pytest test lint format serve clean distclean \
+  asan-pytest soak soak-quick valgrind fuzz bench
+
+FUZZ_SECONDS ?= 600
+BENCH_ARGS ?=
 
 help:
 	@sed -n 's/^#   make /  make /p' Makefile; echo "  (./scripts/dev TARGET: the same, installing make first if needed)"
@@ -101,6 +110,25 @@ lint:
 format:
 	@$(BOOTSTRAP) lint
 	@scripts/clang_format.sh fix $(C_DIRS)
+
+asan-pytest: bootstrap
+	PYTHON='$(PYTHON)' scripts/asan-pytest.sh
+
+soak: install
+	VENV='$(VENV)' scripts/soak.sh
+
+soak-quick: install
+	VENV='$(VENV)' scripts/soak.sh --quick
+
+valgrind: bootstrap
+	VENV='$(VENV)' scripts/valgrind-ctests.sh
+
+fuzz:
+	@$(BOOTSTRAP) fuzz
+	fuzz/run.sh $(FUZZ_SECONDS)
+
+bench: bootstrap
+	bash bench/run.sh $(BENCH_ARGS)
 
 serve: install
 	@echo "== serve: examples/http_server.py (Ctrl-C stops it)"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/bootstrap.sh: install what cymongoose needs to build, test and lint.
 #
-#   scripts/bootstrap.sh [PROFILE...]     profiles: base (always), lint
+#   scripts/bootstrap.sh [PROFILE...]     profiles: base (always), lint, fuzz
 #
 # Idempotent and fast when everything is present (a few dpkg queries and one
 # stamp comparison).  On a fresh Debian 12 machine it installs, in this order:
@@ -24,6 +24,7 @@ REQ=requirements-dev.txt
 # the make target that needs it passes the profile.
 APT_BASE=(gcc libc6-dev make pkg-config libssl-dev curl)
 APT_LINT=(clang-format)
+APT_FUZZ=(clang libclang-rt-14-dev) # libFuzzer is only a Recommends of clang
 
 say() { printf 'bootstrap: %s\n' "$*"; }
 die() { printf 'bootstrap: error: %s\n' "$*" >&2; exit 1; }
@@ -33,7 +34,8 @@ for profile in "$@"; do
   case $profile in
     base) ;;
     lint) want+=("${APT_LINT[@]}") ;;
-    *) die "unknown profile '$profile' (known: base lint)" ;;
+    fuzz) want+=("${APT_FUZZ[@]}") ;;
+    *) die "unknown profile '$profile' (known: base lint fuzz)" ;;
   esac
 done
 

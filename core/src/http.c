@@ -457,8 +457,16 @@ static bool next_message(struct cm_conn *c, struct http_state *st) {
 
 /* May the read loop take the next message?  A server stops while a
  * response is pending (is_resp) and once it decided to close. */
-static bool may_parse(const struct cm_conn *c) {
+static bool may_parse(struct cm_conn *c) {
   if (c->is_closing || c->recv.len == 0) return false;
+  /* Back-pressure: a peer that pipelines requests but does not read the
+   * answers would have every buffered request answered in one go (1,400
+   * answers from one 64 KiB read).  Stop at the send high-water mark; the
+   * loop resumes us when sending drains below it (mgr.c wanted_mask). */
+  if (c->mgr->send_hiwat > 0 && c->send.len >= c->mgr->send_hiwat) {
+    c->is_throttled = 1;
+    return false;
+  }
   return c->is_client || (!c->is_resp && !c->is_draining);
 }
 

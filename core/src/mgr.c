@@ -44,8 +44,13 @@ static unsigned wanted_mask(struct cm_conn *c) {
   if (c->is_internal || c->is_listening) return CM__IN;
   if (c->is_connecting) return CM__OUT;
   /* Back-pressure: a peer that sends requests but does not read answers
-   * stops being read once too much is queued for it. */
+   * stops being read once too much is queued for it, and a protocol that
+   * paused there (is_throttled) is resumed once it drains below. */
   c->is_full = c->mgr->send_hiwat > 0 && c->send.len >= c->mgr->send_hiwat;
+  if (c->is_throttled && !c->is_full) {
+    c->is_throttled = 0;
+    c->want_resume = 1; /* settle() queues it again */
+  }
   return (c->is_full ? 0u : CM__IN) | (has_output(c) ? CM__OUT : 0u);
 }
 

@@ -51,6 +51,7 @@ struct cm_conn {
   unsigned is_draining : 1;  /* close once `send` is empty (see cm_drain) */
   unsigned is_closing : 1;   /* close at the end of this iteration (see cm_close) */
   unsigned is_resp : 1;      /* protocol: a response is in progress */
+  unsigned is_throttled : 1; /* protocol: paused at mgr->send_hiwat; the loop resumes it below */
   /* private */
   int fd;                                    /* socket, eventfd, or -1 */
   unsigned ev_mask;                          /* epoll interest currently registered */
