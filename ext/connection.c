@@ -174,8 +174,10 @@ static PyObject *connection_send(ConnectionObject *self, PyObject *data) {
   ext_data d;
   if (c == NULL || ext_data_get(data, &d, "data") < 0) return NULL;
   /* A closing connection drops unsent data anyway (cm_close), so sending
-   * to it is not an error (as with Mongoose, where it is a no-op). */
-  bool ok = c->is_closing || cm_send(c, d.buf, (size_t) d.len);
+   * to it is not an error (as with Mongoose, where it is a no-op).
+   * cm_http_send is cm_send, except that on an HTTP client it follows the
+   * requests written, so the response to a HEAD is framed without a body. */
+  bool ok = c->is_closing || cm_http_send(c, d.buf, (size_t) d.len);
   ext_data_release(&d);
   if (!ok) {
     PyErr_SetString(PyExc_RuntimeError, "mg_send failed");
@@ -202,20 +204,29 @@ static void hbuf_free(struct hbuf *b) {
   if (b->p != b->inline_buf) PyMem_Free(b->p);
 }
 
-static int hbuf_add(struct hbuf *b, const char *s, size_t n) {
-  if (b->cap - b->len < n) {
-    size_t cap = b->cap * 2 + n;
-    char *p = PyMem_Malloc(cap);
-    if (p == NULL) {
-      PyErr_NoMemory();
-      return -1;
-    }
-    memcpy(p, b->p, b->len);
-    hbuf_free(b);
-    b->p = p;
-    b->cap = cap;
+/* Make room for `n` more bytes. */
+static int hbuf_reserve(struct hbuf *b, size_t n) {
+  if (b->cap - b->len >= n) return 0;
+  if (n > PY_SSIZE_T_MAX / 2 - b->cap) {
+    PyErr_NoMemory();
+    return -1;
   }
-  memcpy(b->p + b->len, s, n);
+  size_t cap = b->cap * 2 + n;
+  char *p = PyMem_Malloc(cap);
+  if (p == NULL) {
+    PyErr_NoMemory();
+    return -1;
+  }
+  memcpy(p, b->p, b->len);
+  hbuf_free(b);
+  b->p = p;
+  b->cap = cap;
+  return 0;
+}
+
+static int hbuf_add(struct hbuf *b, const char *s, size_t n) {
+  if (hbuf_reserve(b, n) < 0) return -1;
+  if (n > 0) memcpy(b->p + b->len, s, n);
   b->len += n;
   return 0;
 }
@@ -404,6 +415,330 @@ static PyObject *connection_error(ConnectionObject *self, PyObject *message) {
   Py_RETURN_NONE;
 }
 
+/* ---- HTTP beyond reply(): files, streaming, client helpers ------------- */
+
+/* Run a core call that may fire events synchronously (cm_error, a resolved
+ * literal): our handlers then run inside it.  Holds the manager across the
+ * call, so a handler dropping the last reference cannot free it under the
+ * core, and re-raises a handler's BaseException when no poll() will. */
+static ManagerObject *hold_manager(struct cm_conn *c) {
+  return (ManagerObject *) Py_NewRef((PyObject *) c->fn_data);
+}
+
+static int release_manager(ManagerObject *m) {
+  int rc = manager_raise_pending(m);
+  Py_DECREF(m);
+  return rc;
+}
+
+/* A str argument as UTF-8 without NULs; NULL (absent or "") leaves *out
+ * NULL. */
+static int opt_text(PyObject *obj, const char *what, const char **out, Py_ssize_t *len) {
+  Py_ssize_t n = 0;
+  *out = NULL;
+  if (len != NULL) *len = 0;
+  if (obj == NULL) return 0;
+  if (!PyUnicode_Check(obj)) {
+    PyErr_Format(PyExc_TypeError, "%s must be str, not %.100s", what, Py_TYPE(obj)->tp_name);
+    return -1;
+  }
+  const char *s = PyUnicode_AsUTF8AndSize(obj, &n);
+  if (s == NULL) return -1;
+  if (strlen(s) != (size_t) n) {
+    PyErr_Format(PyExc_ValueError, "embedded null character in %s", what);
+    return -1;
+  }
+  if (n > 0) *out = s;
+  if (len != NULL) *len = n;
+  return 0;
+}
+
+/* A path argument (str, bytes or os.PathLike, as open() takes): *keep gets
+ * the encoded bytes object (the caller releases it), *out its text; NULL
+ * for absent or empty. */
+static int opt_path(PyObject *obj, PyObject **keep, const char **out) {
+  *keep = NULL;
+  *out = NULL;
+  if (obj == NULL) return 0;
+  if (!PyUnicode_FSConverter(obj, keep)) return -1; /* NULs: ValueError */
+  if (PyBytes_GET_SIZE(*keep) > 0) *out = PyBytes_AS_STRING(*keep);
+  return 0;
+}
+
+/* RFC 9110 §5.6.2 tchar: what a field name is made of. */
+static bool is_tchar(unsigned char ch) {
+  if ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z')) return true;
+  return ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+static PyObject *text_of(const char *p, size_t n) {
+  return PyUnicode_DecodeUTF8(p, (Py_ssize_t) n, "surrogateescape");
+}
+
+/* ValueError naming one piece of the caller's text. */
+static int bad_piece(const char *fmt, const char *p, size_t n) {
+  PyObject *t = text_of(p, n);
+  if (t != NULL) PyErr_Format(PyExc_ValueError, fmt, t);
+  Py_XDECREF(t);
+  return -1;
+}
+
+/* One line of extra_headers, without its line break: "Name: value" with a
+ * token for a name and no CR or NUL in the value. */
+static int check_header_line(const char *p, size_t n) {
+  const char *colon = memchr(p, ':', n);
+  if (colon == NULL || colon == p) return bad_piece("extra_headers line is not 'Name: value': %R", p, n);
+  size_t name_len = (size_t) (colon - p);
+  if (has_crlf_nul(p, (Py_ssize_t) name_len)) {
+    return bad_piece("Header name contains illegal character (CR, LF, or NUL): %R", p, name_len);
+  }
+  for (size_t i = 0; i < name_len; i++) {
+    if (!is_tchar((unsigned char) p[i])) return bad_piece("Header name is not a token: %R", p, name_len);
+  }
+  const char *value = colon + 1;
+  size_t value_len = n - name_len - 1;
+  if (has_crlf_nul(value, (Py_ssize_t) value_len)) {
+    return bad_piece("Header value contains illegal character (CR, LF, or NUL): %R", value, value_len);
+  }
+  return 0;
+}
+
+/* extra_headers of serve_dir/serve_file: raw "Name: value\r\n" lines (SPEC
+ * 2.6), copied into `b` NUL-terminated.  Every line must be a header field,
+ * so the text can neither end the head early nor smuggle in a body; a bare
+ * LF ends a line like CRLF, empty lines are dropped and a missing final
+ * CRLF is added. */
+static int extra_headers(PyObject *obj, struct hbuf *b) {
+  const char *s;
+  Py_ssize_t len;
+  if (opt_text(obj, "extra_headers", &s, &len) < 0) return -1;
+  for (size_t i = 0, n = (size_t) len; i < n;) {
+    const char *lf = memchr(s + i, '\n', n - i);
+    size_t eol = lf != NULL ? (size_t) (lf - s) : n, end = eol;
+    if (end > i && s[end - 1] == '\r') end--;
+    if (end > i && (check_header_line(s + i, end - i) < 0 || hbuf_add(b, s + i, end - i) < 0 ||
+                    hbuf_add(b, "\r\n", 2) < 0))
+      return -1;
+    i = eol + 1;
+  }
+  return hbuf_add(b, "", 1);
+}
+
+/* The parsed message behind an HttpMessage argument, or NULL with
+ * TypeError (not a view) or ValueError (a view past its event). */
+static const struct cm_http_msg *message_of(ConnectionObject *self, PyObject *obj) {
+  if (!PyObject_TypeCheck(obj, self->state->HttpMessageType)) {
+    PyErr_Format(PyExc_TypeError, "message must be HttpMessage, not %.100s", Py_TYPE(obj)->tp_name);
+    return NULL;
+  }
+  const struct cm_http_msg *hm = ((HttpMessageObject *) obj)->hm;
+  if (hm == NULL) PyErr_SetString(PyExc_ValueError, "HttpMessage is not valid for this event");
+  return hm;
+}
+
+/* The arguments of serve_dir/serve_file, converted; released by
+ * serve_args_free whatever happened. */
+struct serve_args {
+  const struct cm_http_msg *hm;
+  struct cm_http_serve_opts opts;
+  const char *path;           /* serve_file */
+  PyObject *root, *file, *nf; /* encoded paths, or NULL */
+  struct hbuf extra;
+};
+
+static void serve_args_free(struct serve_args *a) {
+  Py_XDECREF(a->root);
+  Py_XDECREF(a->file);
+  Py_XDECREF(a->nf);
+  hbuf_free(&a->extra);
+}
+
+/* a[0..5): message, root_dir or path, extra_headers, mime_types, page404. */
+static int serve_args_get(ConnectionObject *self, PyObject *const *a, bool dir, struct serve_args *out) {
+  memset(&out->opts, 0, sizeof(out->opts));
+  out->path = NULL;
+  out->root = out->file = out->nf = NULL;
+  hbuf_init(&out->extra);
+  out->hm = message_of(self, a[0]);
+  if (out->hm == NULL) return -1;
+  if (opt_path(a[1], dir ? &out->root : &out->file, dir ? &out->opts.root_dir : &out->path) < 0) return -1;
+  if (extra_headers(a[2], &out->extra) < 0) return -1;
+  out->opts.extra_headers = out->extra.p;
+  if (opt_text(a[3], "mime_types", &out->opts.mime_types, NULL) < 0) return -1;
+  const char *m = out->opts.mime_types;
+  if (m != NULL && (strchr(m, '\r') != NULL || strchr(m, '\n') != NULL)) {
+    return bad_piece("mime_types contains illegal character (CR, LF, or NUL): %R", m, strlen(m));
+  }
+  return dir ? opt_path(a[4], &out->nf, &out->opts.page404) : 0;
+}
+
+static PyObject *do_serve(ConnectionObject *self, PyObject *const *a, bool dir) {
+  struct serve_args sa;
+  PyObject *result = NULL;
+  /* Arguments first, as reply() validates its headers first (SPEC 1.5). */
+  if (serve_args_get(self, a, dir, &sa) < 0) goto done;
+  struct cm_conn *c = live(self);
+  if (c == NULL) goto done;
+  if (!dir && sa.path == NULL) {
+    PyErr_SetString(PyExc_ValueError, "path must not be empty");
+    goto done;
+  }
+  ManagerObject *m = hold_manager(c);
+  bool ok = c->is_closing ||
+            (dir ? cm_http_serve_dir(c, sa.hm, &sa.opts) : cm_http_serve_file(c, sa.hm, sa.path, &sa.opts));
+  if (release_manager(m) < 0) goto done;
+  if (!ok && !c->is_closing) {
+    PyErr_SetString(PyExc_RuntimeError, dir ? "serve_dir failed" : "serve_file failed");
+    goto done;
+  }
+  result = Py_NewRef(Py_None);
+done:
+  serve_args_free(&sa);
+  return result;
+}
+
+static PyObject *connection_serve_dir(ConnectionObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                      PyObject *kwnames) {
+  static const char *const names[] = {"message", "root_dir", "extra_headers", "mime_types", "page404"};
+  PyObject *a[5];
+  if (ext_args("serve_dir", args, nargs, kwnames, names, 5, 2, a) < 0) return NULL;
+  return do_serve(self, a, true);
+}
+
+static PyObject *connection_serve_file(ConnectionObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                       PyObject *kwnames) {
+  static const char *const names[] = {"message", "path", "extra_headers", "mime_types"};
+  PyObject *a[5] = {NULL, NULL, NULL, NULL, NULL};
+  if (ext_args("serve_file", args, nargs, kwnames, names, 4, 2, a) < 0) return NULL;
+  return do_serve(self, a, false);
+}
+
+static PyObject *connection_http_chunk(ConnectionObject *self, PyObject *data) {
+  struct cm_conn *c = live(self);
+  ext_data d;
+  if (c == NULL || ext_data_get(data, &d, "data") < 0) return NULL;
+  /* b"" sends the last chunk and finishes the response (Decision 5). */
+  bool ok = c->is_closing || cm_http_chunk(c, d.buf, (size_t) d.len);
+  ext_data_release(&d);
+  if (!ok) {
+    PyErr_SetString(PyExc_RuntimeError, "http_chunk failed");
+    return NULL;
+  }
+  Py_RETURN_NONE;
+}
+
+static PyObject *connection_http_sse(ConnectionObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                     PyObject *kwnames) {
+  static const char *const names[] = {"event_type", "data"};
+  PyObject *a[2];
+  ext_data ev, d;
+  if (ext_args("http_sse", args, nargs, kwnames, names, 2, 2, a) < 0) return NULL;
+  if (!PyUnicode_Check(a[0])) {
+    return PyErr_Format(PyExc_TypeError, "event_type must be str, not %.100s", Py_TYPE(a[0])->tp_name);
+  }
+  if (ext_data_get(a[0], &ev, "event_type") < 0) return NULL; /* a str: nothing to release */
+  /* A line break would end the event's "event:" field early. */
+  if (has_crlf_nul(ev.buf, ev.len)) {
+    bad_piece("SSE event type contains illegal character (CR, LF, or NUL): %R", ev.buf, (size_t) ev.len);
+    return NULL;
+  }
+  struct cm_conn *c = live(self);
+  if (c == NULL || ext_data_get(a[1], &d, "data") < 0) return NULL;
+  bool ok =
+      c->is_closing || cm_http_sse(c, cm_str_n(ev.buf, (size_t) ev.len), cm_str_n(d.buf, (size_t) d.len));
+  ext_data_release(&d);
+  if (!ok) {
+    PyErr_SetString(PyExc_RuntimeError, "http_sse failed");
+    return NULL;
+  }
+  Py_RETURN_NONE;
+}
+
+static PyObject *connection_http_end(ConnectionObject *self, PyObject *unused) {
+  (void) unused;
+  struct cm_conn *c = live(self);
+  if (c == NULL) return NULL;
+  cm_http_end(c); /* Decision 5: the response made of raw send()s is done */
+  Py_RETURN_NONE;
+}
+
+static PyObject *connection_resolve(ConnectionObject *self, PyObject *url) {
+  const char *u;
+  struct cm_conn *c = live(self);
+  if (c == NULL || opt_text(url, "url", &u, NULL) < 0) return NULL;
+  if (c->is_listening) {
+    PyErr_SetString(PyExc_RuntimeError, "resolve() needs a connection, not a listener");
+    return NULL;
+  }
+  if (c->is_closing) Py_RETURN_NONE;
+  ManagerObject *m = hold_manager(c);
+  /* A literal answers (and a client connects) right here; a name later,
+   * from the loop.  A lookup that cannot even start is reported the way a
+   * failed one is (SPEC 1.5: MG_EV_RESOLVE or MG_EV_ERROR). */
+  if (!cm_resolve(c, u != NULL ? u : "") && !c->is_closing) {
+    struct cm_url parts;
+    cm_url_split(u != NULL ? u : "", &parts);
+    if (parts.host.len == 0) cm_error(c, "DNS lookup failed: no host in '%s'", u != NULL ? u : "");
+    else
+      cm_error(c, "%.*s DNS lookup failed", (int) parts.host.len, parts.host.buf);
+  }
+  if (release_manager(m) < 0) return NULL;
+  Py_RETURN_NONE;
+}
+
+static PyObject *connection_resolve_cancel(ConnectionObject *self, PyObject *unused) {
+  (void) unused;
+  struct cm_conn *c = live(self);
+  if (c == NULL) return NULL;
+  cm_resolve_cancel(c);
+  Py_RETURN_NONE;
+}
+
+/* "Authorization: Basic <base64(user[:pass])>\r\n" into the send buffer
+ * (SPEC 1.5: the colon only with a password), through cm_http_send like
+ * send(), so a client still sees the whole request it writes. */
+static PyObject *connection_http_basic_auth(ConnectionObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                            PyObject *kwnames) {
+  static const char *const names[] = {"username", "password"};
+  static const char prefix[] = "Authorization: Basic ";
+  PyObject *a[2], *result = NULL;
+  ext_data user, pass;
+  struct hbuf plain, line;
+  if (ext_args("http_basic_auth", args, nargs, kwnames, names, 2, 2, a) < 0) return NULL;
+  if (ext_data_get(a[0], &user, "username") < 0) return NULL;
+  if (ext_data_get(a[1], &pass, "password") < 0) {
+    ext_data_release(&user);
+    return NULL;
+  }
+  hbuf_init(&plain);
+  hbuf_init(&line);
+  struct cm_conn *c = live(self);
+  if (c == NULL || hbuf_add(&plain, user.buf, (size_t) user.len) < 0) goto done;
+  if (pass.len > 0 && (hbuf_add(&plain, ":", 1) < 0 || hbuf_add(&plain, pass.buf, (size_t) pass.len) < 0))
+    goto done;
+  size_t enc = cm_base64_encoded_len(plain.len);
+  if (enc > PY_SSIZE_T_MAX / 2) {
+    PyErr_NoMemory();
+    goto done;
+  }
+  /* The encoding is written in place, between the prefix and the CRLF. */
+  if (hbuf_add(&line, prefix, sizeof(prefix) - 1) < 0 || hbuf_reserve(&line, enc + 2) < 0) goto done;
+  line.len += (size_t) cm_base64_encode(plain.p, plain.len, line.p + line.len, enc);
+  memcpy(line.p + line.len, "\r\n", 2);
+  line.len += 2;
+  if (!c->is_closing && !cm_http_send(c, line.p, line.len)) {
+    PyErr_SetString(PyExc_RuntimeError, "mg_send failed");
+    goto done;
+  }
+  result = Py_NewRef(Py_None);
+done:
+  hbuf_free(&plain);
+  hbuf_free(&line);
+  ext_data_release(&user);
+  ext_data_release(&pass);
+  return result;
+}
+
 /* Copy of the first `length` bytes of `io` (all of them for -1 or more
  * than there are); b"" once closed. */
 static PyObject *copy_buffer(ConnectionObject *self, PyObject *args, PyObject *kwargs, bool recv) {
@@ -476,6 +811,26 @@ static PyMethodDef connection_methods[] = {
      "drain($self, /)\n--\n\nClose once everything queued has been sent."},
     {"error", (PyCFunction) connection_error, METH_O,
      "error($self, message, /)\n--\n\nMark closing and fire MG_EV_ERROR(message) now."},
+    {"serve_dir", FAST_METHOD(connection_serve_dir),
+     "serve_dir($self, /, message, root_dir, extra_headers='', mime_types='', page404='')\n--\n\n"
+     "Answer `message` with a file or listing from root_dir (SPEC 2.6)."},
+    {"serve_file", FAST_METHOD(connection_serve_file),
+     "serve_file($self, /, message, path, extra_headers='', mime_types='')\n--\n\n"
+     "Answer `message` with the file at path, whatever its URI."},
+    {"http_chunk", (PyCFunction) connection_http_chunk, METH_O,
+     "http_chunk($self, data, /)\n--\n\nSend one chunk of a chunked body; b'' ends the response."},
+    {"http_sse", FAST_METHOD(connection_http_sse),
+     "http_sse($self, /, event_type, data)\n--\n\nSend one Server-Sent Event as one chunk."},
+    {"http_end", (PyCFunction) connection_http_end, METH_NOARGS,
+     "http_end($self, /)\n--\n\n"
+     "Finish a response written with raw send() calls: the next pipelined request goes on."},
+    {"resolve", (PyCFunction) connection_resolve, METH_O,
+     "resolve($self, url, /)\n--\n\nLook up the host of url: MG_EV_RESOLVE or MG_EV_ERROR follows."},
+    {"resolve_cancel", (PyCFunction) connection_resolve_cancel, METH_NOARGS,
+     "resolve_cancel($self, /)\n--\n\nForget a pending lookup: no MG_EV_RESOLVE follows."},
+    {"http_basic_auth", FAST_METHOD(connection_http_basic_auth),
+     "http_basic_auth($self, /, username, password)\n--\n\n"
+     "Queue an 'Authorization: Basic ...' header line."},
     {"recv_data", KW_METHOD(connection_recv_data),
      "recv_data($self, /, length=-1)\n--\n\nCopy of the receive buffer (first `length` bytes)."},
     {"send_data", KW_METHOD(connection_send_data),

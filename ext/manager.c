@@ -398,16 +398,60 @@ static bool is_http_url(const char *url, size_t len) {
 
 typedef struct cm_conn *(*open_fn)(struct cm_mgr *, const char *, cm_handler_fn, void *);
 
+/* The limits of an HTTP listener (cm_http_limits), as listen() takes them:
+ * keyword-only, None for the default, 0 for no limit. */
+#define LIMIT_LIST(X)                      \
+  X(max_head, size_t, SIZE_MAX)            \
+  X(max_headers, size_t, SIZE_MAX)         \
+  X(max_uri, size_t, SIZE_MAX)             \
+  X(max_body, uint64_t, UINT64_MAX)        \
+  X(head_timeout_ms, uint32_t, UINT32_MAX) \
+  X(idle_timeout_ms, uint32_t, UINT32_MAX)
+#define NLIMITS 6
+
+/* One limit argument into *out; `*given` tells whether it was not None. */
+static int limit_arg(PyObject *obj, const char *name, unsigned long long max, unsigned long long *out,
+                     bool *given) {
+  if (obj == NULL || obj == Py_None) return 0;
+  PyObject *index = PyNumber_Index(obj);
+  if (index == NULL) return -1;
+  int overflow = 0;
+  long long v = PyLong_AsLongLongAndOverflow(index, &overflow);
+  bool ok = overflow == 0 && v >= 0 && (unsigned long long) v <= max;
+  Py_DECREF(index);
+  if (v == -1 && PyErr_Occurred()) return -1;
+  /* Every limit fits in 63 bits in practice; a larger one is refused too. */
+  if (!ok) {
+    PyErr_Format(PyExc_ValueError, "%s must be None or an int from 0 to %llu", name,
+                 max < (unsigned long long) LLONG_MAX ? max : (unsigned long long) LLONG_MAX);
+    return -1;
+  }
+  *out = (unsigned long long) v;
+  *given = true;
+  return 0;
+}
+
+/* Fill `lim` from the listen() arguments; `*given` if any was not None. */
+static int limits_from_args(PyObject *const *objs, struct cm_http_limits *lim, bool *given) {
+  unsigned long long v;
+  int i = 0;
+  cm_http_limits_init(lim);
+#define CM_X(name, type, max)                                                            \
+  v = lim->name;                                                                         \
+  if (limit_arg(objs[i++], #name, (unsigned long long) (max), &v, given) < 0) return -1; \
+  lim->name = (type) v;
+  LIMIT_LIST(CM_X)
+#undef CM_X
+  return 0;
+}
+
 /* listen() and connect(): events fired inside the core call (OPEN, and
  * RESOLVE/CONNECT for literal addresses) reach `handler` through
- * self->call_handler (SPEC Decision 6). */
-static PyObject *open_conn(ManagerObject *self, PyObject *args, PyObject *kwargs, bool listen) {
-  static char *kwlist[] = {"url", "handler", "http", NULL};
-  PyObject *url, *handler = Py_None, *http = Py_None;
+ * self->call_handler (SPEC Decision 6).  `lim` (listen only) carries the
+ * HTTP limits given, or is NULL. */
+static PyObject *open_conn(ManagerObject *self, PyObject *url, PyObject *handler, PyObject *http,
+                           const struct cm_http_limits *lim, bool listen) {
   Py_ssize_t len;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, listen ? "U|O$O:listen" : "U|O$O:connect", kwlist, &url,
-                                   &handler, &http))
-    return NULL;
   if (check_open(self) < 0) return NULL;
   const char *u = PyUnicode_AsUTF8AndSize(url, &len);
   if (u == NULL) return NULL;
@@ -417,10 +461,15 @@ static PyObject *open_conn(ManagerObject *self, PyObject *args, PyObject *kwargs
   }
   int use_http = http == Py_None ? is_http_url(u, (size_t) len) : PyObject_IsTrue(http);
   if (use_http < 0) return NULL;
+  if (lim != NULL && !use_http) {
+    PyErr_SetString(PyExc_ValueError, "HTTP limits apply only to an HTTP listener");
+    return NULL;
+  }
   open_fn fn = listen ? (use_http ? cm_http_listen : cm_listen) : (use_http ? cm_http_connect : cm_connect);
   PyObject *outer = self->call_handler; /* a handler may nest listen/connect */
   self->call_handler = handler != Py_None ? handler : NULL;
-  struct cm_conn *c = fn(&self->mgr, u, on_event, self);
+  struct cm_conn *c = lim != NULL ? cm_http_listen_opts(&self->mgr, u, lim, on_event, self)
+                                  : fn(&self->mgr, u, on_event, self);
   self->call_handler = outer;
   ConnectionObject *conn = c != NULL ? c->userdata : NULL;
   if (manager_raise_pending(self) < 0) return NULL; /* a handler's BaseException */
@@ -432,11 +481,25 @@ static PyObject *open_conn(ManagerObject *self, PyObject *args, PyObject *kwargs
 }
 
 static PyObject *manager_listen(ManagerObject *self, PyObject *args, PyObject *kwargs) {
-  return open_conn(self, args, kwargs, true);
+  static char *kwlist[] = {"url",      "handler",         "http",
+                           "max_head", "max_headers",     "max_uri",
+                           "max_body", "head_timeout_ms", "idle_timeout_ms",
+                           NULL};
+  PyObject *url, *handler = Py_None, *http = Py_None, *objs[NLIMITS] = {NULL};
+  struct cm_http_limits lim;
+  bool given = false;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|O$OOOOOOO:listen", kwlist, &url, &handler, &http,
+                                   &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5]))
+    return NULL;
+  if (limits_from_args(objs, &lim, &given) < 0) return NULL;
+  return open_conn(self, url, handler, http, given ? &lim : NULL, true);
 }
 
 static PyObject *manager_connect(ManagerObject *self, PyObject *args, PyObject *kwargs) {
-  return open_conn(self, args, kwargs, false);
+  static char *kwlist[] = {"url", "handler", "http", NULL};
+  PyObject *url, *handler = Py_None, *http = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|O$O:connect", kwlist, &url, &handler, &http)) return NULL;
+  return open_conn(self, url, handler, http, NULL, false);
 }
 
 /* ---- wakeup, timers ----------------------------------------------------- */
@@ -676,7 +739,11 @@ static PyMethodDef manager_methods[] = {
     {"poll", KW_METHOD(manager_poll),
      "poll($self, /, timeout_ms=0)\n--\n\nRun one event-loop iteration (negative timeout: block)."},
     {"listen", KW_METHOD(manager_listen),
-     "listen($self, /, url, handler=None, *, http=None)\n--\n\nListen on url; returns the listener."},
+     "listen($self, /, url, handler=None, *, http=None, max_head=None, max_headers=None, max_uri=None, "
+     "max_body=None, head_timeout_ms=None, idle_timeout_ms=None)\n--\n\n"
+     "Listen on url; returns the listener.  HTTP listeners take limits (None: the default, 0: none):\n"
+     "max_head and max_headers (431), max_uri (414), max_body (413), head_timeout_ms (408, close),\n"
+     "idle_timeout_ms (close)."},
     {"connect", KW_METHOD(manager_connect),
      "connect($self, /, url, handler=None, *, http=None)\n--\n\nStart an outbound connection."},
     {"wakeup", KW_METHOD(manager_wakeup),

@@ -333,11 +333,20 @@ static void continue_if_expected(struct cm_conn *c, const struct http_state *st,
   if (cm_str_casecmp(*expect, cm_str_c("100-continue"))) cm_send(c, cont, sizeof(cont) - 1);
 }
 
+/* POST and PUT must frame their body (SPEC 2.5.4; RFC 9110 §15.5.12 lets a
+ * server require it with 411): without Content-Length or chunking, bytes
+ * of a body would be read as the next request. */
+static bool needs_length(const struct cm_http_msg *hm) {
+  if (hm->is_chunked || hm->content_length >= 0) return false;
+  return cm_str_eq(hm->method, "POST") || cm_str_eq(hm->method, "PUT");
+}
+
 /* Server checks of a complete head, before anyone sees it.  Returns
  * whether the request may go on. */
 static bool admit(struct cm_conn *c, struct http_state *st, const struct cm_http_msg *hm, size_t n) {
   int status = head_limit(c, st, n, hm);
   if (status == 0 && st->kind == BODY_LENGTH && body_too_large(c, st, st->body_len)) status = 413;
+  if (status == 0 && needs_length(hm)) status = 411;
   if (status != 0) {
     refuse(c, st, status, "limit");
     return false;

@@ -22,6 +22,7 @@ enum {
   SEEN_CONN = 4,
   SEEN_AUTH = 8,
   SEEN_COOKIE = 16,
+  SEEN_HOST = 32,
 };
 
 struct cursor {
@@ -267,6 +268,8 @@ static int field(struct cm_str name, struct cm_str value, struct cm_http_msg *hm
   if (name_is(name, "connection")) return connection(value, f);
   if (name_is(name, "authorization")) return once(f, SEEN_AUTH);
   if (name_is(name, "cookie")) return once(f, SEEN_COOKIE);
+  /* RFC 9112 §3.2: more than one Host line is answered 400. */
+  if (name_is(name, "host")) return once(f, SEEN_HOST);
   return OK;
 }
 

@@ -1,6 +1,7 @@
 """Type stubs for cymongoose._mongoose, the C extension (kept in step with ext/)."""
 
 from collections.abc import Callable
+from os import PathLike
 from types import TracebackType
 from typing import Any, Final, final
 
@@ -129,6 +130,49 @@ class Connection:
         status_code: int = 200,
         headers: dict[Any, Any] | None = None,
     ) -> None: ...
+    def serve_dir(
+        self,
+        message: HttpMessage,
+        root_dir: str | bytes | PathLike[str],
+        extra_headers: str = "",
+        mime_types: str = "",
+        page404: str | bytes | PathLike[str] = "",
+    ) -> None:
+        """Answer ``message`` from the files under ``root_dir`` (SPEC 2.6).
+
+        ``extra_headers``: raw ``"Name: value\\r\\n"`` lines added to every response
+        (a missing final CRLF is added; anything but header lines is a ValueError).
+        ``mime_types``: ``"ext=type,ext2=type2"`` (``"*=type"`` for every file) tried
+        before the built-in table.  ``page404``: a file sent with status 200 when
+        nothing matches.  A view past its event raises
+        ``ValueError("HttpMessage is not valid for this event")``."""
+    def serve_file(
+        self,
+        message: HttpMessage,
+        path: str | bytes | PathLike[str],
+        extra_headers: str = "",
+        mime_types: str = "",
+    ) -> None:
+        """Answer ``message`` with the file at ``path``, whatever its URI."""
+    def http_chunk(self, data: str | Buffer, /) -> None:
+        """Send one chunk of a chunked body; ``b""`` sends the last one and ends the response."""
+    def http_sse(self, event_type: str, data: str | Buffer) -> None:
+        """Send ``event: <event_type>\\ndata: <data>\\n\\n`` as one chunk."""
+    def http_end(self) -> None:
+        """Finish a response written with raw ``send()`` calls (SPEC Decision 5).
+
+        The next pipelined request on this connection is then parsed, and a
+        ``Connection: close`` request drains the connection.  ``reply``,
+        ``reply_json``, ``serve_dir``, ``serve_file`` and ``http_chunk(b"")`` do
+        this themselves."""
+    def resolve(self, url: str, /) -> None:
+        """Look up the host of ``url``: MG_EV_RESOLVE (``remote_addr`` set) or MG_EV_ERROR follows.
+
+        A client connection not yet connected then connects to the address."""
+    def resolve_cancel(self) -> None:
+        """Forget the pending lookup of this connection: no MG_EV_RESOLVE follows."""
+    def http_basic_auth(self, username: str | Buffer, password: str | Buffer) -> None:
+        """Queue ``Authorization: Basic <base64(username[:password])>\\r\\n`` (no request line)."""
     def close(self) -> None: ...
     def drain(self) -> None: ...
     def error(self, message: str, /) -> None: ...
@@ -161,8 +205,34 @@ class Manager:
     ) -> bool: ...
     def poll(self, timeout_ms: int = 0) -> None: ...
     def listen(
-        self, url: str, handler: Handler | None = None, *, http: bool | None = None
-    ) -> Connection: ...
+        self,
+        url: str,
+        handler: Handler | None = None,
+        *,
+        http: bool | None = None,
+        max_head: int | None = None,
+        max_headers: int | None = None,
+        max_uri: int | None = None,
+        max_body: int | None = None,
+        head_timeout_ms: int | None = None,
+        idle_timeout_ms: int | None = None,
+    ) -> Connection:
+        """Listen on ``url``; returns the listener.
+
+        The keyword-only limits apply to an HTTP listener (ValueError otherwise) and
+        to every connection it accepts; ``None`` keeps the default, ``0`` disables
+        the limit.  A request that passes one is answered with the status shown
+        and ``Connection: close``; other connections are not disturbed.
+
+        - ``max_head``: request line + headers, bytes -> 431 (default 1 MiB)
+        - ``max_headers``: number of header lines -> 431 (default 1000)
+        - ``max_uri``: request-target, bytes -> 414 (default 64 KiB)
+        - ``max_body``: body, from Content-Length or de-chunked -> 413 (default 3 MiB)
+        - ``head_timeout_ms``: from a request's first byte to the end of its head,
+          else 408 and close (slowloris; default 30000)
+        - ``idle_timeout_ms``: no request, or no progress writing, for this long ->
+          close (default 60000)
+        """
     def connect(
         self, url: str, handler: Handler | None = None, *, http: bool | None = None
     ) -> Connection: ...

@@ -195,6 +195,7 @@ static const struct bytes bads[] = {
     B("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
     B("GET / HTTP/1.1\r\nConnection: close\r\nConnection: close\r\n\r\n"), /* dup Connection */
     B("GET / HTTP/1.1\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n"),             /* dup Cookie */
+    B("GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"),                     /* dup Host */
     B("GET / HTTP/1.1\r\nAuthorization: x\r\nauthorization: y\r\n\r\n"),   /* dup Authorization */
     B("POST / HTTP/1.1\r\nContent-Length: 12a\r\n\r\n"),                   /* non-digit CL */
     B("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
