@@ -155,7 +155,7 @@ static uint64_t deadline(const struct cm_conn *c, const struct http_state *st) {
 static void on_timer(struct cm_timer *t, void *arg);
 
 static void start_timer(struct cm_conn *c, struct http_state *st, uint64_t wait) {
-  st->timer_at = cm_millis() + wait;
+  st->timer_at = cm__now(c->mgr) + wait;
   cm_timer_start(c->mgr, &st->timer, wait, CM_TIMER_ONCE, on_timer, st);
 }
 
@@ -163,7 +163,7 @@ static void start_timer(struct cm_conn *c, struct http_state *st, uint64_t wait)
  * that moves earlier (a head starting on an idle connection) restarts it. */
 static void arm(struct cm_conn *c, struct http_state *st) {
   if (!c->is_accepted || c->is_closing) return;
-  uint64_t due = deadline(c, st), now = cm_millis();
+  uint64_t due = deadline(c, st), now = cm__now(c->mgr);
   if (due == 0) return; /* the timer, if any, will look again later */
   if (cm_timer_running(&st->timer)) {
     if (st->timer_at <= due) return;
@@ -194,7 +194,7 @@ static void on_timer(struct cm_timer *t, void *arg) {
     return;
   }
   if (c->is_closing) return;
-  uint64_t due = deadline(c, st), now = cm_millis();
+  uint64_t due = deadline(c, st), now = cm__now(c->mgr);
   if (due != 0 && now >= due) {
     expire(c, st);
   } else if (due != 0) {
@@ -213,7 +213,7 @@ static void track_head(struct cm_conn *c, struct http_state *st) {
   bool in_head = st->head_len == 0 && c->recv.len > 0 && !c->is_resp && !c->is_draining;
   if (!in_head) st->head_since = 0;
   else if (st->head_since == 0)
-    st->head_since = cm_millis();
+    st->head_since = cm__now(c->mgr);
   arm(c, st);
 }
 
@@ -513,7 +513,7 @@ static struct http_state *new_state(struct cm_conn *c, const struct cm_conn *lsn
   st->keep_alive = true;
   st->mgr = c->mgr;
   st->id = c->id;
-  st->active_at = cm_millis();
+  st->active_at = cm__now(c->mgr);
   if (c->is_accepted) {
     const struct cm_http_limits *lim = lsn != NULL && lsn->pfn == cm_http_handler ? lsn->pfn_data : NULL;
     if (lim != NULL) st->lim = *lim;
@@ -552,10 +552,10 @@ void cm_http_handler(struct cm_conn *c, int ev, void *ev_data) {
   switch (ev) {
     case CM_EV_ACCEPT: arm(c, st); break;
     case CM_EV_READ:
-      if (ev_data != NULL && *(const long *) ev_data > 0) st->active_at = cm_millis();
+      if (ev_data != NULL && *(const long *) ev_data > 0) st->active_at = cm__now(c->mgr);
       on_read(c, st);
       break;
-    case CM_EV_WRITE: st->active_at = cm_millis(); break;
+    case CM_EV_WRITE: st->active_at = cm__now(c->mgr); break;
     case CM_EV_CLOSE: on_close(c, st); break;
     default: break;
   }
@@ -670,7 +670,7 @@ void cm_http_end(struct cm_conn *c) {
   bool was_pending = c->is_resp;
   c->is_resp = 0;
   if (st == NULL || c->is_client) return;
-  st->active_at = cm_millis(); /* the idle time starts now */
+  st->active_at = cm__now(c->mgr); /* the idle time starts now */
   /* RFC 9112 §9.6: after the response to a "close" request, close. */
   if (!st->keep_alive) {
     cm_drain(c);

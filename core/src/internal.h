@@ -25,6 +25,11 @@ void cm__poller_del(struct cm_mgr *mgr, struct cm_conn *c);
  * timeout or EINTR. */
 int cm__poller_wait(struct cm_mgr *mgr, int ms, struct cm_conn **out, int max);
 
+/* Milliseconds now, for protocol timestamps: inside cm_mgr_poll the time
+ * taken after the wait (a clock read per iteration, not per event), else
+ * the clock.  The reply path calls this several times per request. */
+static inline uint64_t cm__now(const struct cm_mgr *mgr) { return mgr->in_poll ? mgr->now : cm_millis(); }
+
 /* conn.c: connection life. */
 struct cm_conn *cm__conn_new(struct cm_mgr *mgr, int fd);
 void cm__conn_free(struct cm_conn *c);
