@@ -5,11 +5,83 @@ from os import PathLike
 from types import TracebackType
 from typing import Any, Final, final
 
-from typing_extensions import Buffer, Self
+from typing_extensions import Buffer, Self, disjoint_base
 
-Handler = Callable[[Connection, int, Any], object]
+__all__ = [
+    "Connection",
+    "HttpMessage",
+    "MG_EV_ACCEPT",
+    "MG_EV_CLOSE",
+    "MG_EV_CONNECT",
+    "MG_EV_ERROR",
+    "MG_EV_HTTP_HDRS",
+    "MG_EV_HTTP_MSG",
+    "MG_EV_MQTT_CMD",
+    "MG_EV_MQTT_MSG",
+    "MG_EV_MQTT_OPEN",
+    "MG_EV_OPEN",
+    "MG_EV_POLL",
+    "MG_EV_READ",
+    "MG_EV_RESOLVE",
+    "MG_EV_SNTP_TIME",
+    "MG_EV_TLS_HS",
+    "MG_EV_USER",
+    "MG_EV_WAKEUP",
+    "MG_EV_WRITE",
+    "MG_EV_WS_CTL",
+    "MG_EV_WS_MSG",
+    "MG_EV_WS_OPEN",
+    "MG_LL_DEBUG",
+    "MG_LL_ERROR",
+    "MG_LL_INFO",
+    "MG_LL_NONE",
+    "MG_LL_VERBOSE",
+    "MQTT_PROP_TYPE_BINARY_DATA",
+    "MQTT_PROP_TYPE_BYTE",
+    "MQTT_PROP_TYPE_INT",
+    "MQTT_PROP_TYPE_SHORT",
+    "MQTT_PROP_TYPE_STRING",
+    "MQTT_PROP_TYPE_STRING_PAIR",
+    "MQTT_PROP_TYPE_VARIABLE_INT",
+    "Manager",
+    "Rpc",
+    "RpcReq",
+    "Timer",
+    "WEBSOCKET_OP_BINARY",
+    "WEBSOCKET_OP_PING",
+    "WEBSOCKET_OP_PONG",
+    "WEBSOCKET_OP_TEXT",
+    "base64_decode",
+    "base64_encode",
+    "crc32",
+    "event_name",
+    "hmac_sha256",
+    "http_parse_multipart",
+    "http_var",
+    "json_get",
+    "json_get_bool",
+    "json_get_long",
+    "json_get_num",
+    "json_get_str",
+    "log_get",
+    "log_set",
+    "match",
+    "md5",
+    "millis",
+    "random_bytes",
+    "random_str",
+    "sha1",
+    "sha256",
+    "url_encode",
+    "url_host",
+    "url_is_ssl",
+    "url_pass",
+    "url_port",
+    "url_uri",
+    "url_user",
+]
 
-__all__: list[str]
+_Handler = Callable[[Connection, int, Any], object]
 
 MG_EV_ERROR: Final[int]
 MG_EV_OPEN: Final[int]
@@ -80,7 +152,7 @@ class Connection:
     """A connection of a Manager; created only by the Manager."""
 
     @property
-    def handler(self) -> Handler | None: ...
+    def handler(self) -> _Handler | None: ...
     userdata: Any
     @property
     def id(self) -> int: ...
@@ -116,7 +188,7 @@ class Connection:
     def recv_size(self) -> int: ...
     @property
     def send_size(self) -> int: ...
-    def set_handler(self, handler: Handler | None, /) -> None: ...
+    def set_handler(self, handler: _Handler | None, /) -> None: ...
     def send(self, data: str | Buffer, /) -> None: ...
     def reply(
         self,
@@ -187,12 +259,13 @@ class Timer:
     @property
     def active(self) -> bool: ...
 
+@disjoint_base
 class Manager:
     """An event loop and its connections."""
 
     def __init__(
         self,
-        handler: Handler | None = None,
+        handler: _Handler | None = None,
         enable_wakeup: bool = False,
         error_handler: Callable[[Exception], object] | None = None,
     ) -> None: ...
@@ -207,7 +280,7 @@ class Manager:
     def listen(
         self,
         url: str,
-        handler: Handler | None = None,
+        handler: _Handler | None = None,
         *,
         http: bool | None = None,
         max_head: int | None = None,
@@ -234,7 +307,7 @@ class Manager:
           close (default 60000)
         """
     def connect(
-        self, url: str, handler: Handler | None = None, *, http: bool | None = None
+        self, url: str, handler: _Handler | None = None, *, http: bool | None = None
     ) -> Connection: ...
     def wakeup(self, connection_id: int, data: bytes = b"") -> bool: ...
     def timer_add(

@@ -36,7 +36,7 @@ def stub_module_names() -> set[str]:
             names.add(node.target.id)
         elif isinstance(node, ast.Assign):
             names.update(t.id for t in node.targets if isinstance(t, ast.Name))
-    return {n for n in names if not n.startswith("_") and n != "Handler"}
+    return {n for n in names if not n.startswith("_")}
 
 
 def stub_class_members(cls: str) -> set[str]:
