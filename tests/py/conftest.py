@@ -91,10 +91,13 @@ class Server:
         self.thread = threading.Thread(target=self._run, name="cm-serve", daemon=True)
 
     def _run(self) -> None:
+        # Bounded by time, not by a count of iterations: a busy server polls far
+        # more often than every step_ms, and a count cap would stop it silently.
         deadline = time.monotonic() + self.max_seconds
-        max_iter = int(self.max_seconds * 1000 / max(self.step_ms, 1)) * 4 + 100
-        for _ in range(max_iter):
-            if self.stop_flag.is_set() or time.monotonic() >= deadline:
+        while not self.stop_flag.is_set():
+            if time.monotonic() >= deadline:
+                self.errors.append(TimeoutError(f"server polled for {self.max_seconds} s "
+                                                "without being stopped"))
                 break
             try:
                 self.mgr.poll(self.step_ms)
