@@ -1,6 +1,6 @@
 /* cm.h: the cymongoose C core.  One event loop (cm/mgr.h), many connections
  * (cm/conn.h), protocols that plug into connections (cm/http.h), timers and
- * a thread-safe wakeup channel.  No Python here: usable from C alone. */
+ * a thread-safe wakeup channel.  Independent of CPython: usable from C alone. */
 #ifndef CM_H
 #define CM_H
 

@@ -194,7 +194,7 @@ static void *worker_main(void *arg) {
 }
 
 /* Under lock: start one more worker.  Signals are blocked in it, so they
- * keep going to the application's threads (Python handles them there). */
+ * keep going to the application's threads (the interpreter deals with them there). */
 static bool spawn(struct cm_resolver *r) {
   sigset_t all, old;
   struct worker *w = &r->workers[r->nworkers];
