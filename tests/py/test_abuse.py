@@ -21,7 +21,6 @@ the API requires; the test thread reads the numbers the handler recorded.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import socket
@@ -34,9 +33,9 @@ import pytest
 from conftest import (
     HOST,
     HttpReader,
-    Server,
     listen_free,
     recv_until_eof,
+    serve,
     split_response,
     wait_until,
 )
@@ -163,41 +162,11 @@ class AbuseServer:
             return len(self.live)
 
 
-class BusyServer(Server):
-    """conftest.Server bounded by its deadline, not by an iteration count:
-    conftest caps a poll thread at max_seconds * 400 iterations, which a
-    server kept busy by a client that never pauses uses up in seconds (poll
-    returns at once when there is work), and then it silently stops
-    serving.  This one stops at its deadline (or after 10 million
-    iterations)."""
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.max_seconds
-        for _ in range(10_000_000):
-            if self.stop_flag.is_set() or time.monotonic() >= deadline:
-                break
-            try:
-                self.mgr.poll(self.step_ms)
-            except BaseException as exc:  # noqa: BLE001 - reported in stop()
-                self.errors.append(exc)
-                break
-            self.iterations += 1
-
-
-@contextlib.contextmanager
-def serve_busy(mgr: Manager, max_seconds: float = 80.0) -> Iterator[BusyServer]:
-    server = BusyServer(mgr, step_ms=10, max_seconds=max_seconds).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def server() -> Iterator[AbuseServer]:
     srv = AbuseServer()
     try:
-        with serve_busy(srv.mgr):
+        with serve(srv.mgr, max_seconds=80.0):
             yield srv
     finally:
         srv.mgr.close()
@@ -523,7 +492,7 @@ def test_slowloris_closed_by_head_deadline():
                      "against the 30 s default")
     interval = 0.2 if deadline_s < 5 else 0.5
     try:
-        with serve_busy(srv.mgr, max_seconds=deadline_s + 30), GoodClient(srv.port) as good:
+        with serve(srv.mgr, max_seconds=deadline_s + 30), GoodClient(srv.port) as good:
             slow = [socket.create_connection((HOST, srv.port), timeout=5) for _ in range(10)]
             t0 = time.monotonic()
             closed = trickle(slow, seconds=deadline_s + 5, interval=interval)
