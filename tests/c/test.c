@@ -1,7 +1,11 @@
 /* test.c: shared helpers of the C tests (see test.h). */
 #include "test.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 int cm_test_passed;
@@ -31,4 +35,14 @@ bool cm_test_poll_until(struct cm_mgr *mgr, const volatile bool *flag, int ms) {
   uint64_t end = cm_millis() + (uint64_t) ms;
   while (!*flag && cm_millis() < end) cm_mgr_poll(mgr, 10);
   return *flag;
+}
+
+int cm_test_peer_connect(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT(fd >= 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT(connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0);
+  ASSERT(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0);
+  return fd;
 }

@@ -46,4 +46,9 @@ const char *cm_test_guard(const void *data, size_t len);
  * the final value of *flag.  Bounded, so no test can hang. */
 bool cm_test_poll_until(struct cm_mgr *mgr, const volatile bool *flag, int ms);
 
+/* A plain blocking-connected, then non-blocking, TCP socket to
+ * 127.0.0.1:port: the peer of loopback tests (a listener's backlog
+ * completes the connect before any accept). */
+int cm_test_peer_connect(uint16_t port);
+
 #endif /* CM_TEST_H */

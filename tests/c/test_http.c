@@ -90,17 +90,6 @@ static void server_fn(struct cm_conn *c, int ev, void *ev_data) {
 
 /* --- the peer: a plain socket ------------------------------------------ */
 
-static int peer_connect(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT(fd >= 0);
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  /* Loopback connect completes from the backlog, before any accept. */
-  ASSERT(connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0);
-  ASSERT(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0);
-  return fd;
-}
-
 static void peer_send(int fd, const char *s, size_t n) {
   while (n > 0) {
     ssize_t k = send(fd, s, n, MSG_NOSIGNAL);
@@ -183,7 +172,7 @@ static void test_simple_get(void) {
   static const char req[] = "GET /hello?x=1 HTTP/1.1\r\nHost: a\r\n\r\n";
   static const char want[] = RESP("6\r\n\r\n/hello");
   setup(&f);
-  int fd = peer_connect(f.port);
+  int fd = cm_test_peer_connect(f.port);
   SEND(fd, req);
   peer_wait(&f.mgr, fd, &in, sizeof(want) - 1);
   ASSERT_EQ(in.len, sizeof(want) - 1);
@@ -209,7 +198,7 @@ static void test_pipelined(void) {
   struct inbox in = {0};
   static const char want[] = RESP("2\r\n\r\n/1") RESP("2\r\n\r\n/2") RESP("2\r\n\r\n/3");
   setup(&f);
-  int fd = peer_connect(f.port);
+  int fd = cm_test_peer_connect(f.port);
   SEND(fd, "GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\nA: b\r\n\r\nGET /3 HTTP/1.1\r\n\r\n");
   peer_wait(&f.mgr, fd, &in, sizeof(want) - 1);
   ASSERT_EQ(in.len, sizeof(want) - 1);
@@ -237,7 +226,7 @@ static void test_deferred(void) {
   static const char want[] = RESP("4\r\n\r\nlate") RESP("2\r\n\r\n/b");
   setup(&f);
   f.srv.defer = true;
-  int fd = peer_connect(f.port);
+  int fd = cm_test_peer_connect(f.port);
   SEND(fd, "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
   wait_for(&f.mgr, &f.srv.msgs, 1);
   /* the second request waits while the first response is pending */
@@ -264,7 +253,7 @@ static void test_deferred_close(void) {
   static const char want[] = RESP("4\r\n\r\nlate");
   setup(&f);
   f.srv.defer = true;
-  int fd = peer_connect(f.port);
+  int fd = cm_test_peer_connect(f.port);
   SEND(fd, "GET /a HTTP/1.1\r\nConnection: close\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
   wait_for(&f.mgr, &f.srv.msgs, 1);
   spin(&f.mgr, 3);
@@ -288,7 +277,7 @@ static void test_connection_close(void) {
     struct fixture f;
     struct inbox in = {0};
     setup(&f);
-    int fd = peer_connect(f.port);
+    int fd = cm_test_peer_connect(f.port);
     peer_send(fd, reqs[i], strlen(reqs[i]));
     peer_wait(&f.mgr, fd, &in, SIZE_MAX);
     ASSERT(in.eof); /* the peer sees FIN after the whole response */
@@ -302,7 +291,7 @@ static void test_connection_close(void) {
   struct fixture f;
   struct inbox in = {0};
   setup(&f);
-  int fd = peer_connect(f.port);
+  int fd = cm_test_peer_connect(f.port);
   SEND(fd, "GET /c HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
   peer_wait(&f.mgr, fd, &in, sizeof(want) - 1);
   spin(&f.mgr, 3);
@@ -317,7 +306,7 @@ static void test_body_split(void) {
   struct inbox in = {0};
   static const char want[] = RESP("2\r\n\r\n/p");
   setup(&f);
-  int fd = peer_connect(f.port);
+  int fd = cm_test_peer_connect(f.port);
   SEND(fd, "POST /p HTTP/1.1\r\nCont");
   spin(&f.mgr, 3);
   ASSERT_EQ(f.srv.hdrs, 0);
@@ -336,7 +325,7 @@ static void test_body_split(void) {
   ASSERT(memcmp(in.buf, want, sizeof(want) - 1) == 0);
   close(fd);
   /* the body itself, on a fresh connection, one byte at a time */
-  fd = peer_connect(f.port);
+  fd = cm_test_peer_connect(f.port);
   static const char req[] = "PUT /q HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
   for (size_t i = 0; i < sizeof(req) - 1; i++) {
     peer_send(fd, req + i, 1);
@@ -353,7 +342,7 @@ static void test_chunked_request(void) {
   struct inbox in = {0};
   static const char want[] = RESP("2\r\n\r\n/c") RESP("2\r\n\r\n/d");
   setup(&f);
-  int fd = peer_connect(f.port);
+  int fd = cm_test_peer_connect(f.port);
   SEND(fd, "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n wo");
   spin(&f.mgr, 3);
   ASSERT_EQ(f.srv.msgs, 0);
@@ -365,7 +354,7 @@ static void test_chunked_request(void) {
   /* the body of /c was de-chunked; /d has none */
   ASSERT_EQ(f.srv.body_len, 0);
   close(fd);
-  fd = peer_connect(f.port);
+  fd = cm_test_peer_connect(f.port);
   SEND(fd, "POST /e HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n");
   wait_for(&f.mgr, &f.srv.msgs, 3);
   ASSERT(f.srv.body_len == 4 && memcmp(f.srv.body, "abcd", 4) == 0);
@@ -388,8 +377,8 @@ static void test_bad_request(void) {
     struct inbox in = {0}, in2 = {0};
     static const char want[] = RESP("3\r\n\r\n/ok");
     setup(&f);
-    int good = peer_connect(f.port);
-    int bad = peer_connect(f.port);
+    int good = cm_test_peer_connect(f.port);
+    int bad = cm_test_peer_connect(f.port);
     SEND(good, "GET /ok HTTP/1.1\r\n");
     spin(&f.mgr, 2);
     peer_send(bad, junk[i], strlen(junk[i]));
@@ -414,7 +403,7 @@ static void test_close_in_hdrs(void) {
   struct inbox in = {0};
   setup(&f);
   f.srv.close_in_hdrs = true;
-  int fd = peer_connect(f.port);
+  int fd = cm_test_peer_connect(f.port);
   SEND(fd, "GET /x HTTP/1.1\r\n\r\nGET /y HTTP/1.1\r\n\r\n");
   peer_wait(&f.mgr, fd, &in, SIZE_MAX);
   ASSERT(in.eof && in.len == 0);
@@ -436,7 +425,7 @@ static void test_upgrade(void) {
   setup(&f);
   f.srv.upgrade = true;
   raw_bytes = 0;
-  int fd = peer_connect(f.port);
+  int fd = cm_test_peer_connect(f.port);
   SEND(fd, "GET /up HTTP/1.1\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\nPING");
   peer_wait(&f.mgr, fd, &in, sizeof(want) - 1);
   ASSERT_EQ(in.len, sizeof(want) - 1);
@@ -459,7 +448,7 @@ static void test_reply_shapes(void) {
   struct inbox in = {0};
   static const char want[] = RESP("5\r\n\r\n");
   setup(&f);
-  int fd = peer_connect(f.port);
+  int fd = cm_test_peer_connect(f.port);
   SEND(fd, "HEAD /head HTTP/1.1\r\n\r\n");
   peer_wait(&f.mgr, fd, &in, sizeof(want) - 1);
   spin(&f.mgr, 2);
@@ -533,7 +522,7 @@ static void test_large(void) {
   for (size_t i = 0; i < body; i++) req[n + i] = (char) ('a' + i % 26);
   n += body;
   setup(&f);
-  int fd = peer_connect(f.port);
+  int fd = cm_test_peer_connect(f.port);
   peer_send_big(&f.mgr, fd, req, n);
   wait_for(&f.mgr, &f.srv.msgs, 1);
   ASSERT_EQ(f.srv.hdrs, 1);
@@ -550,7 +539,7 @@ static void test_large(void) {
 static void test_peer_abort(void) {
   struct fixture f;
   setup(&f);
-  int fd = peer_connect(f.port);
+  int fd = cm_test_peer_connect(f.port);
   SEND(fd, "POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\npartial");
   wait_for(&f.mgr, &f.srv.hdrs, 1);
   close(fd);
@@ -695,8 +684,8 @@ static void expect_refused(const struct cm_http_limits *lim, const char *req, si
   static const char ok[] = RESP("3\r\n\r\n/ok");
   size_t n = refusal(want, sizeof(want), status);
   setup_limits(&f, lim);
-  int bad = peer_connect(f.port);
-  int good = peer_connect(f.port);
+  int bad = cm_test_peer_connect(f.port);
+  int good = cm_test_peer_connect(f.port);
   peer_send_big(&f.mgr, bad, req, len);
   peer_wait(&f.mgr, bad, &in, SIZE_MAX);
   ASSERT(in.eof);
@@ -718,7 +707,7 @@ static void expect_served(const struct cm_http_limits *lim, const char *req, siz
   char want[256];
   size_t n = (size_t) snprintf(want, sizeof(want), RESP("%zu\r\n\r\n%s"), strlen(uri), uri);
   setup_limits(&f, lim);
-  int fd = peer_connect(f.port);
+  int fd = cm_test_peer_connect(f.port);
   peer_send_big(&f.mgr, fd, req, len);
   peer_wait(&f.mgr, fd, &in, n);
   ASSERT(in.len == n && memcmp(in.buf, want, n) == 0);
@@ -857,7 +846,7 @@ static void test_expect_continue(void) {
   static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
   static const char want[] = RESP("2\r\n\r\n/e");
   setup(&f);
-  int fd = peer_connect(f.port);
+  int fd = cm_test_peer_connect(f.port);
   SEND(fd, "POST /e HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
   peer_wait(&f.mgr, fd, &in, sizeof(cont) - 1);
   ASSERT(in.len == sizeof(cont) - 1 && memcmp(in.buf, cont, in.len) == 0);
@@ -875,7 +864,7 @@ static void test_expect_continue(void) {
   };
   for (size_t i = 0; i < CM_ARRAY_SIZE(quiet); i++) {
     struct inbox q = {0};
-    fd = peer_connect(f.port);
+    fd = cm_test_peer_connect(f.port);
     peer_send(fd, quiet[i], strlen(quiet[i]));
     if (i == 1) {
       spin(&f.mgr, 5);
@@ -907,7 +896,7 @@ static void test_head_deadline(void) {
   cm_http_limits_init(&lim);
   lim.head_timeout_ms = 300;
   setup_limits(&f, &lim);
-  int fd = peer_connect(f.port);
+  int fd = cm_test_peer_connect(f.port);
   uint64_t start = cm_millis();
   SEND(fd, "GET /slow HTTP/1.1\r\n");
   while (!in.eof && cm_millis() - start < 3000) {
@@ -925,7 +914,7 @@ static void test_head_deadline(void) {
    * over to the idle connection */
   struct inbox in2 = {0};
   static const char ok[] = RESP("2\r\n\r\n/q");
-  fd = peer_connect(f.port);
+  fd = cm_test_peer_connect(f.port);
   SEND(fd, "GET /q HTTP/1.1\r\n");
   for (int i = 0; i < 20; i++) cm_mgr_poll(&f.mgr, 5);
   SEND(fd, "\r\n");
@@ -950,7 +939,7 @@ static void test_idle_timeout(void) {
   setup_limits(&f, &lim);
   /* busy: a request every 100 ms for 900 ms */
   struct inbox busy = {0};
-  int b = peer_connect(f.port);
+  int b = cm_test_peer_connect(f.port);
   uint64_t start = cm_millis();
   for (size_t k = 1; cm_millis() - start < 900; k++) {
     SEND(b, "GET /i HTTP/1.1\r\n\r\n");
@@ -961,7 +950,7 @@ static void test_idle_timeout(void) {
   }
   /* then idle: closed within the timeout (and not much later) */
   struct inbox silent = {0};
-  int s = peer_connect(f.port); /* never sends anything */
+  int s = cm_test_peer_connect(f.port); /* never sends anything */
   start = cm_millis();
   peer_wait(&f.mgr, b, &busy, SIZE_MAX);
   peer_wait(&f.mgr, s, &silent, SIZE_MAX);
@@ -983,7 +972,7 @@ static void test_idle_deferred(void) {
   lim.idle_timeout_ms = 200;
   setup_limits(&f, &lim);
   f.srv.defer = true;
-  int fd = peer_connect(f.port);
+  int fd = cm_test_peer_connect(f.port);
   SEND(fd, "GET /d HTTP/1.1\r\n\r\n");
   wait_for(&f.mgr, &f.srv.msgs, 1);
   uint64_t start = cm_millis();
@@ -1101,7 +1090,7 @@ static void test_chunked_stream(void) {
   ASSERT(cm_mgr_init(&mgr) == 0);
   struct cm_conn *lsn = cm_http_listen(&mgr, "http://127.0.0.1:0", streaming_fn, &srv);
   ASSERT(lsn != NULL);
-  int fd = peer_connect(lsn->loc.port);
+  int fd = cm_test_peer_connect(lsn->loc.port);
   SEND(fd, "GET /s HTTP/1.1\r\n\r\nHEAD /s HTTP/1.1\r\n\r\nHEAD /plain HTTP/1.1\r\n\r\n");
   wait_for(&mgr, &srv.msgs, 1);
   spin(&mgr, 5);

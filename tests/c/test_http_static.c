@@ -127,16 +127,6 @@ static void setup(struct fixture *f) {
 
 /* --- the peer ------------------------------------------------------------------ */
 
-static int peer_connect(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT(fd >= 0);
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT(connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0);
-  ASSERT(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0);
-  return fd;
-}
-
 static void peer_send(int fd, const char *s) {
   size_t n = strlen(s);
   while (n > 0) {
@@ -219,7 +209,7 @@ static void wait_resp(struct fixture *f, int fd, struct wire *w, bool no_body, s
 static void fetch(struct fixture *f, const char *req, struct resp *r) {
   struct wire *w = calloc(1, sizeof(*w));
   ASSERT(w != NULL);
-  int fd = peer_connect(f->port);
+  int fd = cm_test_peer_connect(f->port);
   peer_send(fd, req);
   memset(r, 0, sizeof(*r));
   wait_resp(f, fd, w, strncmp(req, "HEAD ", 5) == 0, r);
@@ -456,7 +446,7 @@ static void test_head_404_extra(void) {
   /* HEAD then GET pipelined on one connection */
   struct wire w = {0};
   setup(&f);
-  int fd = peer_connect(f.port);
+  int fd = cm_test_peer_connect(f.port);
   peer_send(fd, "HEAD /page.html HTTP/1.1\r\n\r\nGET /a.txt HTTP/1.1\r\n\r\n");
   wait_resp(&f, fd, &w, true, &r);
   ASSERT(r.status == 200 && r.content_length == 9);
@@ -619,7 +609,7 @@ static void test_big_file(void) {
   ASSERT(pwrite(fd, "END", 3, (off_t) size - 3) == 3);
   close(fd);
   setup(&f);
-  int peer = peer_connect(f.port);
+  int peer = cm_test_peer_connect(f.port);
   /* warm up: the first response allocates the loop's buffers */
   struct wire w = {0};
   peer_send(peer, "GET /a.txt HTTP/1.1\r\n\r\n");
@@ -656,7 +646,7 @@ static void test_read_path(void) {
   path_of(p, sizeof(p), "root/pattern.bin");
   setup(&f);
   f.srv.tls = true;
-  int peer = peer_connect(f.port);
+  int peer = cm_test_peer_connect(f.port);
   peer_send(peer, "GET /pattern.bin HTTP/1.1\r\nConnection: close\r\n\r\n");
   drain_body(&f, peer, size, pattern, &rest);
   ASSERT(f.srv.max_send_size <= (256u << 10));
@@ -666,7 +656,7 @@ static void test_read_path(void) {
   close(peer);
   /* a range in the middle, over the sendfile path */
   f.srv.tls = false;
-  peer = peer_connect(f.port);
+  peer = cm_test_peer_connect(f.port);
   peer_send(peer, "GET /pattern.bin HTTP/1.1\r\nRange: bytes=1000000-1099999\r\n\r\n");
   memset(&w, 0, sizeof(w));
   end = cm_millis() + WAIT_MS;
@@ -711,7 +701,7 @@ static void test_send_fd_order(void) {
     ASSERT(cm_mgr_init(&mgr) == 0);
     struct cm_conn *lsn = cm_listen(&mgr, "tcp://127.0.0.1:0", raw_server, p);
     lsn->is_tls = (unsigned) tls; /* inherited: the read path */
-    int peer = peer_connect(lsn->loc.port);
+    int peer = cm_test_peer_connect(lsn->loc.port);
     uint64_t end = cm_millis() + WAIT_MS;
     while (!w.eof && cm_millis() < end) pump(&mgr, peer, &w);
     ASSERT(w.eof);
@@ -758,7 +748,7 @@ static void test_stream_cut(void) {
     lim.idle_timeout_ms = 300;
     ASSERT(cm_mgr_init(&mgr) == 0);
     struct cm_conn *lsn = cm_http_listen_opts(&mgr, "http://127.0.0.1:0", &lim, watch_fn, &w);
-    int peer = peer_connect(lsn->loc.port);
+    int peer = cm_test_peer_connect(lsn->loc.port);
     peer_send(peer, "GET /cut.bin HTTP/1.1\r\n\r\n");
     uint64_t got = 0, start = cm_millis();
     while (got < (1u << 20) && cm_millis() - start < WAIT_MS) {
