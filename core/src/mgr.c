@@ -44,18 +44,21 @@ static bool can_flush(const struct cm_conn *c) {
   return !c->is_closing && !c->is_listening && !c->is_connecting && c->fd >= 0 && has_output(c);
 }
 
-/* The epoll interest a connection wants now. */
-static unsigned wanted_mask(struct cm_conn *c) {
-  if (c->is_internal || c->is_listening) return CM__IN;
-  if (c->is_connecting) return CM__OUT;
-  /* Back-pressure: a peer that sends requests but does not read answers
-   * stops being read once too much is queued for it, and a protocol that
-   * paused there (is_throttled) is resumed once it drains below. */
+/* Back-pressure: a peer that sends requests but does not read answers
+ * stops being read once too much is queued for it, and a protocol that
+ * paused there (is_throttled) is resumed once it drains below. */
+static void apply_back_pressure(struct cm_conn *c) {
   c->is_full = c->mgr->send_hiwat > 0 && c->send.len >= c->mgr->send_hiwat;
   if (c->is_throttled && !c->is_full) {
     c->is_throttled = 0;
     c->want_resume = 1; /* settle() queues it again */
   }
+}
+
+/* The epoll interest a connection wants now. */
+static unsigned wanted_mask(const struct cm_conn *c) {
+  if (c->is_internal || c->is_listening) return CM__IN;
+  if (c->is_connecting) return CM__OUT;
   return (c->is_full ? 0u : CM__IN) | (has_output(c) ? CM__OUT : 0u);
 }
 
@@ -78,6 +81,7 @@ static void settle(struct cm_conn *c) {
     close_conn(c);
     return;
   }
+  apply_back_pressure(c);
   if (c->fd >= 0) cm__poller_set(c->mgr, c, wanted_mask(c));
   c->is_pending = 0;
   /* A resume asked for during the flush (a file finished and with it an

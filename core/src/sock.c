@@ -50,6 +50,13 @@ static void read_local(struct cm_conn *c) {
   if (getsockname(c->fd, (struct sockaddr *) &ss, &len) == 0) from_sockaddr(&ss, &c->loc);
 }
 
+/* Requests and replies are small writes: send them without waiting for
+ * ACKs of earlier segments (Nagle). */
+static void set_nodelay(int fd) {
+  int on = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+}
+
 static bool is_udp_url(const char *url) { return strncasecmp(url, "udp:", 4) == 0; }
 
 static int open_socket(const struct cm_addr *a, bool udp) {
@@ -108,10 +115,7 @@ static void start_connect(struct cm_conn *c) {
     cm_error(c, "socket error");
     return;
   }
-  if (!c->is_udp) {
-    int on = 1; /* requests and replies are small writes: don't wait for ACKs */
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-  }
+  if (!c->is_udp) set_nodelay(c->fd);
   int rc = connect(c->fd, (struct sockaddr *) &ss, len);
   if (rc != 0 && errno == EINPROGRESS && !c->is_udp) {
     c->is_connecting = 1;
@@ -180,8 +184,7 @@ static void accept_one(struct cm_conn *lsn, int fd, const struct sockaddr_storag
     close(fd);
     return;
   }
-  int on = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+  set_nodelay(fd);
   c->is_accepted = 1;
   c->is_tls = lsn->is_tls;
   c->fn = lsn->fn;
