@@ -357,14 +357,8 @@ static PyObject *connection_reply(ConnectionObject *self, PyObject *const *args,
 }
 
 static PyObject *json_dumps(cm_state *st, PyObject *data) {
-  if (st->json_dumps == NULL) {
-    PyObject *json = PyImport_ImportModule("json");
-    if (json == NULL) return NULL;
-    st->json_dumps = PyObject_GetAttrString(json, "dumps");
-    Py_DECREF(json);
-    if (st->json_dumps == NULL) return NULL;
-  }
-  return PyObject_CallOneArg(st->json_dumps, data);
+  PyObject *dumps = ext_lazy_attr(&st->json_dumps, "json", "dumps");
+  return dumps != NULL ? PyObject_CallOneArg(dumps, data) : NULL;
 }
 
 static PyObject *connection_reply_json(ConnectionObject *self, PyObject *const *args, Py_ssize_t nargs,

@@ -129,6 +129,10 @@ int ext_data_get(PyObject *obj, ext_data *d, const char *what);
 void ext_data_release(ext_data *d);
 /* A Python int as a C int (OverflowError outside its range). */
 int ext_as_int(PyObject *obj, int *out);
+/* `module.name`, imported on first use and kept in `*slot` (a module-state
+ * field: it owns the reference).  Borrowed result; NULL with an exception
+ * set if the import fails (retried next time). */
+PyObject *ext_lazy_attr(PyObject **slot, const char *module, const char *name);
 /* Parse vectorcall (METH_FASTCALL | METH_KEYWORDS) arguments against
  * `names`, all positional-or-keyword, the first `required` of them
  * mandatory: out[i] becomes a borrowed reference, or NULL when absent.

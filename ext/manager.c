@@ -62,13 +62,8 @@ static PyObject *call_handling(PyObject *exc, PyObject *fn, PyObject *arg) {
 
 /* traceback.print_exc() of `exc`, onto Python's sys.stderr. */
 static void print_exception(ManagerObject *self, PyObject *exc) {
-  cm_state *st = self->state;
-  if (st->print_exc == NULL) {
-    PyObject *tb = PyImport_ImportModule("traceback");
-    st->print_exc = tb != NULL ? PyObject_GetAttrString(tb, "print_exc") : NULL;
-    Py_XDECREF(tb);
-  }
-  PyObject *r = st->print_exc != NULL ? call_handling(exc, st->print_exc, NULL) : NULL;
+  PyObject *print_exc = ext_lazy_attr(&self->state->print_exc, "traceback", "print_exc");
+  PyObject *r = print_exc != NULL ? call_handling(exc, print_exc, NULL) : NULL;
   if (r != NULL) {
     Py_DECREF(r);
     return;
@@ -193,12 +188,8 @@ static PyObject *event_data(ManagerObject *self, int ev, void *ev_data, bool *vi
  * walks only connections whose handler wants it, so idle connections cost
  * an iteration nothing.  Anything not provably so gets every event. */
 static uint64_t analyse(cm_state *st, PyObject *handler) {
-  if (st->event_mask == NULL) {
-    PyObject *mod = PyImport_ImportModule("cymongoose._interest");
-    st->event_mask = mod != NULL ? PyObject_GetAttrString(mod, "event_mask") : NULL;
-    Py_XDECREF(mod);
-  }
-  PyObject *r = st->event_mask != NULL ? PyObject_CallOneArg(st->event_mask, handler) : NULL;
+  PyObject *event_mask = ext_lazy_attr(&st->event_mask, "cymongoose._interest", "event_mask");
+  PyObject *r = event_mask != NULL ? PyObject_CallOneArg(event_mask, handler) : NULL;
   long long v = r != NULL ? PyLong_AsLongLong(r) : -1;
   Py_XDECREF(r);
   PyErr_Clear(); /* no analysis is no reason to fail: deliver everything */

@@ -34,6 +34,15 @@ int ext_as_int(PyObject *obj, int *out) {
   return 0;
 }
 
+PyObject *ext_lazy_attr(PyObject **slot, const char *module, const char *name) {
+  if (*slot == NULL) {
+    PyObject *mod = PyImport_ImportModule(module);
+    *slot = mod != NULL ? PyObject_GetAttrString(mod, name) : NULL;
+    Py_XDECREF(mod);
+  }
+  return *slot;
+}
+
 int ext_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
              const char *const names[], int nnames, int required, PyObject **out) {
   if (nargs > nnames) {
