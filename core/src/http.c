@@ -12,11 +12,11 @@
  * c->recv; a response finished later (from a timer, a wakeup) asks the loop
  * for a synthetic CM_EV_READ (cm_resume) to come back to them.
  *
- * Server connections carry the limits of their listener (cm/http.h) and one
- * timer for the two deadlines: the head deadline and the idle timeout.  The
- * timer is re-armed lazily: activity only moves a timestamp, and when the
- * timer fires early it sleeps again for the rest, so a busy keep-alive
- * connection costs no timer work per request. */
+ * Server connections share their listener's limits (cm/http.h) and wait in
+ * one of its two deadline queues (http_srv.c): the head queue from the
+ * first byte of a request head until its end, else the idle queue, moved
+ * to its tail by every read, write and finished response. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,13 +41,9 @@ struct http_state {
   bool head_request;   /* server: it was HEAD, so replies carry no body */
   bool dispatching;    /* inside our CM_EV_HTTP_MSG: no resume needed */
   /* server only */
-  struct cm_http_limits lim; /* copied from the listener at accept */
-  struct cm_timer timer;     /* deadline timer; fires at or before the deadline */
-  struct cm_mgr *mgr;        /* the timer finds the connection by id ... */
-  uint64_t id;               /* ... so it never holds a pointer to a freed one */
-  uint64_t timer_at;         /* when the running timer fires (cm_millis time) */
-  uint64_t head_since;       /* first byte of an unfinished request head, 0: none */
-  uint64_t active_at;        /* last read or write, or the end of a response */
+  struct cm__http_srv *srv;  /* the listener's limits and deadline queues */
+  struct cm_conn *c;         /* ours: `st` dies with it, and leaves the queues */
+  struct cm__http_wait wait; /* place in a deadline queue (head: since its first byte) */
   /* client only */
   struct cm__http_out *out; /* requests seen by cm_http_send, NULL before */
 };
@@ -72,8 +68,22 @@ static struct http_state *ours(const struct cm_conn *c) {
 }
 
 static void free_state(struct http_state *st) {
+  if (st->srv != NULL) {
+    cm__http_srv_wait(st->srv, &st->wait, CM__HTTP_Q_NONE);
+    cm__http_srv_drop(st->srv);
+  }
   cm__http_out_free(st->out);
   free(st);
+}
+
+/* Limits of a connection whose state has no listener (a client). */
+static const struct cm_http_limits default_limits = {
+    CM_HTTP_MAX_HEAD, CM_HTTP_MAX_FIELDS,      CM_HTTP_MAX_URI,
+    CM_HTTP_MAX_BODY, CM_HTTP_HEAD_TIMEOUT_MS, CM_HTTP_IDLE_TIMEOUT_MS,
+};
+
+static const struct cm_http_limits *limits(const struct http_state *st) {
+  return st->srv != NULL ? cm__http_srv_limits(st->srv) : &default_limits;
 }
 
 /* The protocol's events go to the user handler only: c->pfn is us, and
@@ -87,7 +97,6 @@ static void fire(struct cm_conn *c, int ev, struct cm_http_msg *hm) {
  * are already buffered through a resumed read. */
 static void detach(struct cm_conn *c, struct http_state *st) {
   if (c->pfn_data == st) c->pfn_data = NULL;
-  cm_timer_stop(c->mgr, &st->timer);
   free_state(st);
   if (c->recv.len > 0) cm_resume(c);
 }
@@ -117,7 +126,6 @@ static void refuse(struct cm_conn *c, struct http_state *st, int status, const c
   CM_DEBUG("conn %llu: refused (%d): %s", (unsigned long long) c->id, status, why);
   cm_iobuf_consume(&c->recv, c->recv.len);
   reset(st);
-  st->head_since = 0;
   c->is_resp = 0;
   cm_send(c, buf, (size_t) n);
   cm_drain(c);
@@ -138,83 +146,49 @@ static void fail(struct cm_conn *c, struct http_state *st, const char *why) {
 
 /* ---- deadlines (server) ------------------------------------------------ */
 
-/* When the connection is to be given up, in cm_millis() time; 0: never. */
-static uint64_t deadline(const struct cm_conn *c, const struct http_state *st) {
-  const struct cm_http_limits *lim = &st->lim;
-  /* Slowloris: a head must be complete within head_timeout_ms of its first
-   * byte, however slowly it trickles (RFC 9112 §9.8 lets a server close). */
-  if (st->head_since != 0 && lim->head_timeout_ms != 0) return st->head_since + lim->head_timeout_ms;
-  if (lim->idle_timeout_ms == 0) return 0;
-  /* An answer the application still owes is its business (long polling);
-   * one that is being written must make progress. */
-  bool writing = c->send.len > 0 || c->fsrc != NULL;
-  if (c->is_resp && !writing) return 0;
-  return st->active_at + lim->idle_timeout_ms;
+/* Wait in queue `q` of the listener's (no-op for a client).  A connection
+ * already there keeps its place: a head's deadline counts from its first
+ * byte. */
+static void wait_in(struct http_state *st, int q) {
+  if (st->srv != NULL) cm__http_srv_wait(st->srv, &st->wait, q);
 }
 
-static void on_timer(struct cm_timer *t, void *arg);
-
-static void start_timer(struct cm_conn *c, struct http_state *st, uint64_t wait) {
-  st->timer_at = cm__now(c->mgr) + wait;
-  cm_timer_start(c->mgr, &st->timer, wait, CM_TIMER_ONCE, on_timer, st);
+/* Activity (a read, a write, a finished response): the idle time starts
+ * again.  A head being received keeps its own deadline. */
+static void active(struct http_state *st) {
+  if (st->srv != NULL && st->wait.q == CM__HTTP_Q_IDLE) cm__http_srv_touch(st->srv, &st->wait);
 }
 
-/* Make sure the timer fires no later than the deadline.  Only a deadline
- * that moves earlier (a head starting on an idle connection) restarts it. */
-static void arm(struct cm_conn *c, struct http_state *st) {
-  if (!c->is_accepted || c->is_closing) return;
-  uint64_t due = deadline(c, st), now = cm__now(c->mgr);
-  if (due == 0) return; /* the timer, if any, will look again later */
-  if (cm_timer_running(&st->timer)) {
-    if (st->timer_at <= due) return;
-    cm_timer_stop(c->mgr, &st->timer);
-  }
-  start_timer(c, st, due > now ? due - now : 0);
-}
-
-/* The deadline passed: a head that never ended gets 408 (RFC 9110
- * §15.5.9); an idle or stalled connection is closed (RFC 9112 §9.8). */
-static void expire(struct cm_conn *c, struct http_state *st) {
-  if (st->head_since != 0) {
+/* A deadline passed (http_srv.c's timer).  A head that never ended gets
+ * 408 (RFC 9110 §15.5.9), an idle or stalled connection is closed (RFC
+ * 9112 §9.8); an answer the application still owes is its business (long
+ * polling), so that one is only looked at again a period later. */
+static void on_expired(struct cm__http_wait *w, int q) {
+  struct http_state *st = (struct http_state *) (void *) ((char *) w - offsetof(struct http_state, wait));
+  struct cm_conn *c = st->c;
+  if (c->is_closing) return;
+  if (q == CM__HTTP_Q_HEAD) {
     refuse(c, st, 408, "request head timeout");
+    wait_in(st, CM__HTTP_Q_IDLE); /* the 408 itself must make progress */
+    return;
+  }
+  bool writing = c->send.len > 0 || c->fsrc != NULL;
+  if (c->is_resp && !writing) {
+    wait_in(st, CM__HTTP_Q_IDLE);
     return;
   }
   CM_DEBUG("conn %llu: idle timeout", (unsigned long long) c->id);
   cm_close(c);
 }
 
-static void on_timer(struct cm_timer *t, void *arg) {
-  struct http_state *st = arg;
-  struct cm_conn *c = cm_mgr_find(st->mgr, st->id);
-  (void) t;
-  if (c == NULL || ours(c) != st) {
-    /* The connection went away, or changed protocol, without our
-     * CM_EV_CLOSE: the timer is all that still refers to `st`. */
-    free_state(st);
-    return;
-  }
-  if (c->is_closing) return;
-  uint64_t due = deadline(c, st), now = cm__now(c->mgr);
-  if (due != 0 && now >= due) {
-    expire(c, st);
-  } else if (due != 0) {
-    start_timer(c, st, due - now);
-  } else {
-    /* Nothing due now, but a stalled writer must still be noticed: look
-     * again after a period. */
-    uint32_t period = st->lim.idle_timeout_ms ? st->lim.idle_timeout_ms : st->lim.head_timeout_ms;
-    if (period != 0) start_timer(c, st, period);
-  }
-}
-
-/* A head is being received (not merely waiting behind an answer): its
- * deadline counts from its first byte. */
+/* After reading: a head being received (not merely waiting behind an
+ * answer) waits in the head queue, anything else in the idle queue.  With
+ * no head timeout, a head has the idle deadline too. */
 static void track_head(struct cm_conn *c, struct http_state *st) {
   bool in_head = st->head_len == 0 && c->recv.len > 0 && !c->is_resp && !c->is_draining;
-  if (!in_head) st->head_since = 0;
-  else if (st->head_since == 0)
-    st->head_since = cm__now(c->mgr);
-  arm(c, st);
+  if (in_head && limits(st)->head_timeout_ms != 0) wait_in(st, CM__HTTP_Q_HEAD);
+  else if (st->wait.q != CM__HTTP_Q_IDLE)
+    wait_in(st, CM__HTTP_Q_IDLE);
 }
 
 /* ---- limits (server) --------------------------------------------------- */
@@ -247,7 +221,7 @@ static size_t count_fields(struct cm_str head) {
  * a target longer than the server wishes to parse. */
 static int head_limit(const struct cm_conn *c, const struct http_state *st, size_t len,
                       const struct cm_http_msg *hm) {
-  const struct cm_http_limits *lim = &st->lim;
+  const struct cm_http_limits *lim = limits(st);
   const char *d = cm_iobuf_data(&c->recv);
   if (lim->max_uri != 0 && len > lim->max_uri && target_too_long(d, len, lim->max_uri)) return 414;
   /* RFC 6585 §5: 431 for header fields too large, in all or in number. */
@@ -259,7 +233,8 @@ static int head_limit(const struct cm_conn *c, const struct http_state *st, size
 /* Would a body of `n` bytes pass the limit, or never fit in c->recv next
  * to its head?  Judged before buffering it (RFC 9110 §15.5.14: 413). */
 static bool body_too_large(const struct cm_conn *c, const struct http_state *st, uint64_t n) {
-  if (st->lim.max_body != 0 && n > st->lim.max_body) return true;
+  uint64_t max = limits(st)->max_body;
+  if (max != 0 && n > max) return true;
   return c->recv.cap != 0 && n > c->recv.cap - st->head_len;
 }
 
@@ -501,33 +476,51 @@ static void on_close(struct cm_conn *c, struct http_state *st) {
     if (c->pfn != cm_http_handler) return; /* deliver() freed st */
   }
   if (c->pfn_data == st) c->pfn_data = NULL;
-  cm_timer_stop(c->mgr, &st->timer);
   free_state(st);
 }
 
+/* The listener's shared part for a connection it accepted: made on first
+ * use for a listener that has none; a private one (with the default limits)
+ * when the listener is unknown.  Returns it with a reference for the
+ * caller, or NULL (no memory). */
+static struct cm__http_srv *srv_for(struct cm_conn *c, struct cm_conn *lsn) {
+  bool ours_lsn = lsn != NULL && lsn->pfn == cm_http_handler;
+  struct cm__http_srv *srv = ours_lsn ? lsn->pfn_data : NULL;
+  if (srv != NULL) {
+    cm__http_srv_hold(srv);
+    return srv;
+  }
+  srv = cm__http_srv_new(c->mgr, NULL, on_expired);
+  if (srv != NULL && ours_lsn) {
+    lsn->pfn_data = srv; /* the listener's reference */
+    cm__http_srv_hold(srv);
+  }
+  return srv;
+}
+
 /* New state for `c`; `lsn` is the listener of an accepted connection when
- * known (CM_EV_OPEN), whose limits are copied. */
-static struct http_state *new_state(struct cm_conn *c, const struct cm_conn *lsn) {
+ * known (CM_EV_OPEN), whose limits and deadline queues it joins. */
+static struct http_state *new_state(struct cm_conn *c, struct cm_conn *lsn) {
   struct http_state *st = calloc(1, sizeof(*st));
   if (st == NULL) return NULL;
   st->keep_alive = true;
-  st->mgr = c->mgr;
-  st->id = c->id;
-  st->active_at = cm__now(c->mgr);
+  st->c = c;
   if (c->is_accepted) {
-    const struct cm_http_limits *lim = lsn != NULL && lsn->pfn == cm_http_handler ? lsn->pfn_data : NULL;
-    if (lim != NULL) st->lim = *lim;
-    else
-      cm_http_limits_init(&st->lim);
+    st->srv = srv_for(c, lsn);
+    if (st->srv == NULL) {
+      free(st);
+      return NULL;
+    }
+    wait_in(st, CM__HTTP_Q_IDLE);
   }
   c->pfn_data = st;
   return st;
 }
 
-/* A listener only hands the protocol (and its limits) down. */
+/* A listener only hands the protocol, its limits and queues down. */
 static void listener_event(struct cm_conn *c, int ev) {
   if (ev == CM_EV_CLOSE) {
-    free(c->pfn_data);
+    cm__http_srv_drop(c->pfn_data);
     c->pfn_data = NULL;
   }
 }
@@ -550,34 +543,30 @@ void cm_http_handler(struct cm_conn *c, int ev, void *ev_data) {
     }
   }
   switch (ev) {
-    case CM_EV_ACCEPT: arm(c, st); break;
     case CM_EV_READ:
-      if (ev_data != NULL && *(const long *) ev_data > 0) st->active_at = cm__now(c->mgr);
+      if (ev_data != NULL && *(const long *) ev_data > 0) active(st);
       on_read(c, st);
       break;
-    case CM_EV_WRITE: st->active_at = cm__now(c->mgr); break;
+    case CM_EV_WRITE: active(st); break;
     case CM_EV_CLOSE: on_close(c, st); break;
     default: break;
   }
 }
 
 struct cm_conn *cm_http_listen(struct cm_mgr *mgr, const char *url, cm_handler_fn fn, void *fn_data) {
-  return cm__listen(mgr, url, cm_http_handler, fn, fn_data);
+  return cm_http_listen_opts(mgr, url, NULL, fn, fn_data);
 }
 
 struct cm_conn *cm_http_listen_opts(struct cm_mgr *mgr, const char *url, const struct cm_http_limits *lim,
                                     cm_handler_fn fn, void *fn_data) {
-  struct cm_http_limits *copy = malloc(sizeof(*copy));
-  if (copy == NULL) return NULL;
-  if (lim != NULL) *copy = *lim;
-  else
-    cm_http_limits_init(copy);
+  struct cm__http_srv *srv = cm__http_srv_new(mgr, lim, on_expired);
+  if (srv == NULL) return NULL;
   struct cm_conn *c = cm__listen(mgr, url, cm_http_handler, fn, fn_data);
-  if (c == NULL || c->is_closing || c->pfn != cm_http_handler) {
-    free(copy); /* failed, or the OPEN handler made it something else */
+  if (c == NULL || c->is_closing || c->pfn != cm_http_handler || c->pfn_data != NULL) {
+    cm__http_srv_drop(srv); /* failed, or the OPEN handler made it something else */
     return c;
   }
-  c->pfn_data = copy;
+  c->pfn_data = srv;
   return c;
 }
 
@@ -670,7 +659,7 @@ void cm_http_end(struct cm_conn *c) {
   bool was_pending = c->is_resp;
   c->is_resp = 0;
   if (st == NULL || c->is_client) return;
-  st->active_at = cm__now(c->mgr); /* the idle time starts now */
+  active(st); /* the idle time starts now */
   /* RFC 9112 §9.6: after the response to a "close" request, close. */
   if (!st->keep_alive) {
     cm_drain(c);

@@ -73,6 +73,34 @@ void cm__http_out_feed(struct cm__http_out *o, const void *buf, size_t len);
  * known (untracked requests are taken for GET). */
 bool cm__http_out_next_is_head(struct cm__http_out *o);
 
+/* http_srv.c: an HTTP listener's limits and the deadlines of the
+ * connections it accepted, shared by all of them (reference counted: the
+ * listener holds one reference, each accepted connection's state one). */
+struct cm__http_srv;
+/* A connection's place in one of the two deadline queues. */
+enum { CM__HTTP_Q_NONE, CM__HTTP_Q_HEAD, CM__HTTP_Q_IDLE };
+struct cm__http_wait {
+  struct cm__http_wait *prev, *next; /* queue links */
+  uint64_t since;                    /* queued at (cm__now time) */
+  uint8_t q;                         /* CM__HTTP_Q_*: which queue, if any */
+};
+/* Called from the timer for a wait whose deadline passed (`q` says which):
+ * it is out of its queue already, and may be queued again. */
+typedef void (*cm__http_expired_fn)(struct cm__http_wait *w, int q);
+/* With `lim` (NULL: the defaults) and one reference.  NULL: no memory. */
+struct cm__http_srv *cm__http_srv_new(struct cm_mgr *mgr, const struct cm_http_limits *lim,
+                                      cm__http_expired_fn expired);
+void cm__http_srv_hold(struct cm__http_srv *s);
+void cm__http_srv_drop(struct cm__http_srv *s); /* the last one frees; NULL is fine */
+const struct cm_http_limits *cm__http_srv_limits(const struct cm__http_srv *s);
+/* Put `w` at the tail of queue `q`, stamped now (CM__HTTP_Q_NONE: out of
+ * both; a queue whose timeout is 0 counts as NONE).  Already in `q`: it
+ * keeps its place and stamp. */
+void cm__http_srv_wait(struct cm__http_srv *s, struct cm__http_wait *w, int q);
+/* Stamp `w` now in the queue it is in, moving it to the tail (none: no-op;
+ * stamped in this iteration already: no work). */
+void cm__http_srv_touch(struct cm__http_srv *s, struct cm__http_wait *w);
+
 /* timer.c: the heap, driven by mgr.c. */
 void cm__timers_schedule_new(struct cm_mgr *mgr);
 int cm__timers_timeout(struct cm_mgr *mgr, int ms);

@@ -962,6 +962,44 @@ static void test_idle_timeout(void) {
   cm_mgr_free(&f.mgr);
 }
 
+/* The listener's deadline queues outlive it: connections it accepted
+ * still time out after it closed, in the order they went quiet, and the
+ * shared part is freed with the last of them (LeakSanitizer). */
+static void test_idle_after_listener(void) {
+  struct fixture f;
+  struct cm_http_limits lim;
+  static const char ok[] = RESP("2\r\n\r\n/i");
+  cm_http_limits_init(&lim);
+  lim.idle_timeout_ms = 300;
+  memset(&f, 0, sizeof(f));
+  ASSERT(cm_mgr_init(&f.mgr) == 0);
+  struct cm_conn *lsn = cm_http_listen_opts(&f.mgr, "http://127.0.0.1:0", &lim, server_fn, &f.srv);
+  ASSERT(lsn != NULL);
+  int early = cm_test_peer_connect(lsn->loc.port);
+  for (int i = 0; i < 10; i++) cm_mgr_poll(&f.mgr, 5);
+  int late = cm_test_peer_connect(lsn->loc.port);
+  for (int i = 0; i < 10; i++) cm_mgr_poll(&f.mgr, 5); /* accepted */
+  cm_close(lsn);
+  /* `late` asks once after 150 ms, so its idle time starts then */
+  struct inbox a = {0}, b = {0};
+  uint64_t start = cm_millis();
+  while (cm_millis() - start < 150) cm_mgr_poll(&f.mgr, 5);
+  SEND(late, "GET /i HTTP/1.1\r\n\r\n");
+  peer_wait(&f.mgr, late, &b, sizeof(ok) - 1);
+  ASSERT(b.len == sizeof(ok) - 1);
+  uint64_t asked = cm_millis();
+  peer_wait(&f.mgr, early, &a, SIZE_MAX);
+  uint64_t early_at = cm_millis();
+  ASSERT(a.eof && early_at - start < 1500);
+  peer_recv(late, &b);
+  ASSERT(!b.eof); /* still within its own idle time */
+  peer_wait(&f.mgr, late, &b, SIZE_MAX);
+  ASSERT(b.eof && cm_millis() - asked >= 250);
+  close(early);
+  close(late);
+  cm_mgr_free(&f.mgr);
+}
+
 /* A deferred answer is the application's business: no idle timeout while
  * it is owed, and the idle time starts when it is finished. */
 static void test_idle_deferred(void) {
@@ -1216,6 +1254,7 @@ int main(void) {
   RUN(test_head_deadline);
   RUN(test_idle_timeout);
   RUN(test_idle_deferred);
+  RUN(test_idle_after_listener);
   RUN(test_chunk_format);
   RUN(test_chunked_stream);
   RUN(test_out_tracker);

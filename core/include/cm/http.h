@@ -101,8 +101,8 @@ void cm_http_limits_init(struct cm_http_limits *lim);
  * the default limits.  Same contract as cm_listen(). */
 struct cm_conn *cm_http_listen(struct cm_mgr *mgr, const char *url, cm_handler_fn fn, void *fn_data);
 /* cm_http_listen() with explicit limits (NULL: the defaults).  `lim` is
- * copied: the listener keeps its own copy (freed with it) and every
- * connection it accepts copies that at accept time. */
+ * copied once, into a block the listener shares with every connection it
+ * accepts (with their deadlines); the last of them to close frees it. */
 struct cm_conn *cm_http_listen_opts(struct cm_mgr *mgr, const char *url, const struct cm_http_limits *lim,
                                     cm_handler_fn fn, void *fn_data);
 /* Connect with the HTTP client protocol.  Nothing is sent: the application
