@@ -216,6 +216,12 @@ static size_t count_fields(struct cm_str head) {
   return lines >= 2 ? lines - 2 : 0;
 }
 
+/* Header lines of a parsed head.  The parser keeps every field until its
+ * array is full, so only a head that filled it needs its lines counted. */
+static size_t field_count(const struct cm_http_msg *hm) {
+  return hm->num_headers < CM_HTTP_MAX_HEADERS ? hm->num_headers : count_fields(hm->head);
+}
+
 /* The status for a head of `len` bytes (`hm` NULL while it is incomplete)
  * that passes a limit, else 0.  414 before 431: RFC 9112 §3 names 414 for
  * a target longer than the server wishes to parse. */
@@ -226,7 +232,7 @@ static int head_limit(const struct cm_conn *c, const struct http_state *st, size
   if (lim->max_uri != 0 && len > lim->max_uri && target_too_long(d, len, lim->max_uri)) return 414;
   /* RFC 6585 §5: 431 for header fields too large, in all or in number. */
   if (lim->max_head != 0 && len > lim->max_head) return 431;
-  if (hm != NULL && lim->max_headers != 0 && count_fields(hm->head) > lim->max_headers) return 431;
+  if (hm != NULL && lim->max_headers != 0 && field_count(hm) > lim->max_headers) return 431;
   return 0;
 }
 
@@ -339,26 +345,26 @@ static bool partial_head_ok(struct cm_conn *c, struct http_state *st) {
   return status == 0;
 }
 
-/* Parse the head of the next message and fire CM_EV_HTTP_HDRS.  Returns 1
- * when the head is done, 0 to wait for more bytes, -1 after a failure. */
-static int begin_message(struct cm_conn *c, struct http_state *st) {
-  struct cm_http_msg hm;
+/* Parse the head of the next message into `hm` and fire CM_EV_HTTP_HDRS.
+ * Returns 1 when the head is done, 0 to wait for more bytes, -1 after a
+ * failure. */
+static int begin_message(struct cm_conn *c, struct http_state *st, struct cm_http_msg *hm) {
   if (!head_may_be_complete(&c->recv, st)) return partial_head_ok(c, st) ? 0 : -1;
-  int n = cm_http_parse(cm_iobuf_data(&c->recv), c->recv.len, &hm);
+  int n = cm_http_parse(cm_iobuf_data(&c->recv), c->recv.len, hm);
   if (n == 0) return partial_head_ok(c, st) ? 0 : -1;
   /* A request on a client, or a response on a server, is as bad as junk. */
-  if (n < 0 || hm.is_response != (bool) c->is_client) {
+  if (n < 0 || hm->is_response != (bool) c->is_client) {
     fail(c, st, "not http");
     return -1;
   }
   st->head_len = (size_t) n;
   st->scanned = 0;
-  if (!set_framing(st, &hm, (size_t) n)) {
+  if (!set_framing(st, hm, (size_t) n)) {
     fail(c, st, "Invalid Content-Length");
     return -1;
   }
-  if (!c->is_client && !admit(c, st, &hm, (size_t) n)) return -1;
-  fire(c, CM_EV_HTTP_HDRS, &hm);
+  if (!c->is_client && !admit(c, st, hm, (size_t) n)) return -1;
+  fire(c, CM_EV_HTTP_HDRS, hm);
   return 1;
 }
 
@@ -407,22 +413,26 @@ static int body_ready(struct cm_conn *c, struct http_state *st) {
 }
 
 /* Fire CM_EV_HTTP_MSG for the complete message at the front of c->recv
- * and consume it.  Returns whether to go on with the next one. */
-static bool deliver(struct cm_conn *c, struct http_state *st) {
-  struct cm_http_msg hm;
+ * and consume it.  `hm` holds its parsed head if that is still where it
+ * was parsed, else NULL.  Returns whether to go on with the next one. */
+static bool deliver(struct cm_conn *c, struct http_state *st, struct cm_http_msg *hm) {
+  struct cm_http_msg again;
   const char *d = cm_iobuf_data(&c->recv);
   size_t total = st->head_len + st->body_len;
   /* The head was validated already; parsing it again is cheaper than
    * keeping slices that would dangle when the buffer moves. */
-  if (cm_http_parse(d, st->head_len, &hm) != (int) st->head_len) {
-    fail(c, st, "not http"); /* someone rewrote c->recv under us */
-    return false;
+  if (hm == NULL) {
+    hm = &again;
+    if (cm_http_parse(d, st->head_len, hm) != (int) st->head_len) {
+      fail(c, st, "not http"); /* someone rewrote c->recv under us */
+      return false;
+    }
   }
-  hm.body = cm_str_n(d + st->head_len, st->body_len);
-  hm.message = cm_str_n(hm.head.buf, (size_t) (d + total - hm.head.buf));
+  hm->body = cm_str_n(d + st->head_len, st->body_len);
+  hm->message = cm_str_n(hm->head.buf, (size_t) (d + total - hm->head.buf));
   if (!c->is_client) c->is_resp = 1;
   st->dispatching = true;
-  fire(c, CM_EV_HTTP_MSG, &hm);
+  fire(c, CM_EV_HTTP_MSG, hm);
   st->dispatching = false;
   cm_iobuf_consume(&c->recv, total);
   reset(st);
@@ -431,12 +441,19 @@ static bool deliver(struct cm_conn *c, struct http_state *st) {
 
 /* One step of the read loop: returns whether another message may follow. */
 static bool next_message(struct cm_conn *c, struct http_state *st) {
+  struct cm_http_msg hm;
+  const char *parsed_at = NULL;
   if (st->head_len == 0) {
-    if (begin_message(c, st) <= 0) return false;
+    if (begin_message(c, st, &hm) <= 0) return false;
     if (!still_ours(c, st)) return false;
+    parsed_at = cm_iobuf_data(&c->recv);
   }
   if (body_ready(c, st) <= 0) return false;
-  return deliver(c, st);
+  /* A message that arrived whole is parsed once: its slices are good if
+   * nobody consumed or moved c->recv since (de-chunking only rewrites the
+   * bytes after the head). */
+  bool same = parsed_at != NULL && parsed_at == cm_iobuf_data(&c->recv);
+  return deliver(c, st, same ? &hm : NULL);
 }
 
 /* May the read loop take the next message?  A server stops while a
@@ -472,7 +489,7 @@ static void on_read(struct cm_conn *c, struct http_state *st) {
 static void on_close(struct cm_conn *c, struct http_state *st) {
   if (c->is_client && st->head_len > 0 && st->kind == BODY_CLOSE) {
     st->body_len = c->recv.len - st->head_len;
-    deliver(c, st);
+    deliver(c, st, NULL);
     if (c->pfn != cm_http_handler) return; /* deliver() freed st */
   }
   if (c->pfn_data == st) c->pfn_data = NULL;
