@@ -13,7 +13,19 @@
 #define CM_MAX_EVENTS 256        /* epoll events taken per wait */
 #define CM_MAX_ACCEPTS 32        /* accepts per listener per iteration */
 
-/* poll_epoll.c: the only file that calls epoll_*. */
+/* poll_epoll.c: the only file that calls epoll_*.
+ *
+ * Stream sockets (accepted or connected TCP) are registered edge-triggered:
+ * the poller reports a change of readiness once, and c->can_read /
+ * c->can_write keep it until a read comes back short of its buffer (the
+ * socket is empty: new bytes make a new edge) or a write would block
+ * (c->is_readable / c->is_writable stay what the last report said).  So
+ * the kernel does not look at every busy socket twice per request, once
+ * to report it and once more to find it drained.  Listeners, UDP sockets
+ * and internal plumbing stay level-triggered. */
+static inline bool cm__is_edge(const struct cm_conn *c) {
+  return !c->is_listening && !c->is_udp && !c->is_internal;
+}
 int cm__poller_init(struct cm_mgr *mgr);
 void cm__poller_free(struct cm_mgr *mgr);
 /* Register, change or drop the interest of c->fd: CM__IN/CM__OUT bits. */
@@ -41,6 +53,7 @@ struct cm_conn *cm__listen(struct cm_mgr *mgr, const char *url, cm_handler_fn pf
 struct cm_conn *cm__connect(struct cm_mgr *mgr, const char *url, cm_handler_fn pfn, cm_handler_fn fn,
                             void *fn_data);
 void cm__sock_io(struct cm_conn *c);    /* handle readiness of a socket conn */
+void cm__sock_read(struct cm_conn *c);  /* one read of a stream socket, CM_EV_READ */
 bool cm__sock_flush(struct cm_conn *c); /* write what c->send holds; false on error */
 /* Write the first `want` bytes of c->send (fewer if the socket fills up).
  * Returns the bytes written, or -1 after an error (the conn is closing). */

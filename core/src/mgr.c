@@ -62,6 +62,18 @@ static unsigned wanted_mask(const struct cm_conn *c) {
   return (c->is_full ? 0u : CM__IN) | (has_output(c) ? CM__OUT : 0u);
 }
 
+/* Edge-triggered sockets (cm__is_edge) get no second report of readiness
+ * they already had: the last read filled its buffer, so bytes may wait... */
+static bool more_to_read(const struct cm_conn *c) {
+  return cm__is_edge(c) && c->can_read && !c->is_full && !c->is_closing && !c->is_connecting && c->fd >= 0;
+}
+
+/* ... or a write stopped with room left (a file's burst was used up). */
+static bool more_to_write(const struct cm_conn *c) { return cm__is_edge(c) && c->can_write && can_flush(c); }
+
+/* A full edge-triggered socket waits for its edge: no write to try. */
+static bool may_write(const struct cm_conn *c) { return !cm__is_edge(c) || c->can_write; }
+
 static void close_conn(struct cm_conn *c) {
   cm_call(c, CM_EV_CLOSE, NULL); /* buffers are still readable here */
   cm__conn_free(c);
@@ -75,7 +87,8 @@ static void settle(struct cm_conn *c) {
     c->want_resume = 0;
     cm_call(c, CM_EV_READ, &n);
   }
-  if (can_flush(c)) cm__sock_flush(c);
+  if (more_to_read(c)) cm__sock_read(c);
+  if (can_flush(c) && may_write(c)) cm__sock_flush(c);
   if (c->is_draining && !has_output(c)) c->is_closing = 1;
   if (c->is_closing) {
     close_conn(c);
@@ -85,8 +98,10 @@ static void settle(struct cm_conn *c) {
   if (c->fd >= 0) cm__poller_set(c->mgr, c, wanted_mask(c));
   c->is_pending = 0;
   /* A resume asked for during the flush (a file finished and with it an
-   * HTTP response) was not queued, since c was still pending: queue it. */
-  if (c->want_resume) cm__touch(c);
+   * HTTP response) was not queued, since c was still pending; nor was a
+   * socket with more to do than one read or one burst: queue them, so the
+   * next iteration does not sleep before coming back. */
+  if (c->want_resume || more_to_read(c) || more_to_write(c)) cm__touch(c);
 }
 
 /* The pending phase.  Connections touched while it runs (a resumed protocol
@@ -129,7 +144,7 @@ static void io_phase(struct cm_mgr *mgr, int timeout) {
       /* The answer the handler just produced leaves now, not after every
        * other fired connection: the peer can send its next request sooner.
        * (A writable connection was already flushed by cm__sock_io.) */
-      if (!c->is_writable && can_flush(c)) cm__sock_flush(c);
+      if (!c->is_writable && can_flush(c) && may_write(c)) cm__sock_flush(c);
       cm__touch(c);
     }
   }

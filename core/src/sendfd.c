@@ -89,7 +89,10 @@ static int send_piece(struct cm_conn *c, struct cm__fsrc *f, size_t *budget) {
     return -1;
   }
   if (errno == EINTR) return 1;
-  if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+  if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    c->can_write = 0; /* full: an edge tells when it drains */
+    return 0;
+  }
   if (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) {
     f->no_sendfile = true; /* e.g. a file system without splice support */
     return 1;

@@ -127,6 +127,7 @@ static void start_connect(struct cm_conn *c) {
     return;
   }
   read_local(c);
+  c->can_write = 1;
   cm__poller_set(c->mgr, c, CM__IN);
   cm__touch(c);
   cm_call(c, CM_EV_CONNECT, NULL);
@@ -186,6 +187,7 @@ static void accept_one(struct cm_conn *lsn, int fd, const struct sockaddr_storag
   }
   set_nodelay(fd);
   c->is_accepted = 1;
+  c->can_write = 1; /* a fresh socket has room */
   c->is_tls = lsn->is_tls;
   c->fn = lsn->fn;
   c->fn_data = lsn->fn_data;
@@ -222,11 +224,12 @@ static bool peer_gone(int err) { return err == ECONNRESET || err == EPIPE || err
  * and append only what arrived, so a connection's buffer is sized by its
  * data, not by the read size: an idle keep-alive connection keeps ~1 KiB,
  * not 16. */
-static ssize_t recv_some(struct cm_conn *c, int *rc) {
+static ssize_t recv_some(struct cm_conn *c, int *rc, size_t *asked) {
   struct cm_iobuf *io = &c->recv;
   *rc = 0;
   if (cm_iobuf_room(io) >= CM_IO_STEP) {
-    ssize_t n = recv(c->fd, cm_iobuf_data(io) + io->len, cm_iobuf_room(io), 0);
+    *asked = cm_iobuf_room(io);
+    ssize_t n = recv(c->fd, cm_iobuf_data(io) + io->len, *asked, 0);
     if (n > 0) cm_iobuf_commit(io, (size_t) n);
     return n;
   }
@@ -237,14 +240,19 @@ static ssize_t recv_some(struct cm_conn *c, int *rc) {
   size_t want = CM_SCRATCH_SIZE;
   if (io->cap != 0) want = io->cap > io->len ? io->cap - io->len : 1; /* 1: detect overflow */
   if (want > CM_SCRATCH_SIZE) want = CM_SCRATCH_SIZE;
+  *asked = want;
   ssize_t n = recv(c->fd, c->mgr->scratch, want, 0);
   if (n > 0) *rc = cm_iobuf_add(io, c->mgr->scratch, (size_t) n);
   return n;
 }
 
-static void read_stream(struct cm_conn *c) {
+void cm__sock_read(struct cm_conn *c) {
   int rc;
-  ssize_t n = recv_some(c, &rc);
+  size_t asked = 0;
+  ssize_t n = recv_some(c, &rc, &asked);
+  /* Only a read that filled its buffer may have left bytes behind, or the
+   * EOF of a peer that shut down (no edge announces it again). */
+  c->can_read = n > 0 && ((size_t) n == asked || c->peer_shut);
   if (rc != 0) {
     cm_error(c, rc == -CM_EFULL ? "MG_MAX_RECV_SIZE" : "OOM");
   } else if (n > 0) {
@@ -291,6 +299,7 @@ long cm__sock_write(struct cm_conn *c, size_t want) {
     } else if (n < 0 && errno == EINTR) {
       continue;
     } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      c->can_write = 0; /* full: an edge tells when it drains */
       break;
     } else {
       if (n < 0 && peer_gone(errno)) cm_close(c);
@@ -331,7 +340,7 @@ void cm__sock_io(struct cm_conn *c) {
   } else if (c->is_udp) {
     if (c->is_readable) read_datagram(c);
   } else {
-    if (c->is_readable) read_stream(c);
+    if (c->is_readable) cm__sock_read(c);
     if (c->is_writable && !c->is_closing) cm__sock_flush(c);
   }
 }

@@ -59,6 +59,9 @@ struct cm_conn {
   unsigned want_resume : 1;                  /* fire a synthetic CM_EV_READ in the pending phase */
   unsigned want_poll : 1;                    /* receives CM_EV_POLL (see cm_conn_set_poll) */
   unsigned on_pollers : 1;                   /* linked on mgr->pollers */
+  unsigned can_read : 1;                     /* edge-triggered: bytes may wait unread */
+  unsigned can_write : 1;                    /* edge-triggered: the socket may have room */
+  unsigned peer_shut : 1;                    /* the peer's FIN was reported: read to EOF */
   struct cm__fsrc *fsrc;                     /* file being sent (cm_send_fd), or NULL */
   struct cm_conn *next, *prev;               /* mgr->conns list */
   struct cm_conn *next_poller, *prev_poller; /* mgr->pollers list */
