@@ -1,9 +1,9 @@
 /* connection.c: Connection, the Python face of one core connection
  * (SPEC 1.5).
  *
- * The manager creates the object at CM_EV_OPEN and keeps the only
- * reference the core side needs (its `conns` dict; c->userdata is a
- * borrowed back pointer).  After CM_EV_CLOSE the object is detached
+ * The manager creates the object at CM_EV_OPEN; the core connection holds
+ * the only reference the core side needs (c->userdata, dropped after
+ * CM_EV_CLOSE, see manager.c).  After CM_EV_CLOSE the object is detached
  * (c == NULL): properties return safe defaults and methods that need the
  * core raise RuntimeError("Connection has been closed"). */
 #include <stdio.h>

@@ -49,14 +49,14 @@ static inline cm_state *get_state_by_type(PyTypeObject *tp) {
 
 typedef struct TimerObject TimerObject;
 
-/* Manager: owns a struct cm_mgr and, through it, every connection. */
+/* Manager: owns a struct cm_mgr and, through it, every connection and its
+ * ConnectionObject (c->userdata, strong; see manager.c). */
 typedef struct {
   PyObject ob_base;         /* PyObject_HEAD, spelled out for clang-format */
   struct cm_mgr mgr;        /* the core manager (embedded) */
   cm_state *state;          /* borrowed: our type holds the module */
   PyObject *handler;        /* default handler or NULL (strong) */
   PyObject *error_handler;  /* error_handler or NULL (strong) */
-  PyObject *conns;          /* dict id -> Connection, creation order (strong) */
   PyObject *call_handler;   /* borrowed: handler of the running listen()/connect() */
   PyObject *pending_exc;    /* BaseException to re-raise, or NULL (strong) */
   PyObject *seen_handler;   /* last handler whose events were computed (strong) */

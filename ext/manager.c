@@ -3,10 +3,14 @@
  *
  * Every connection we create has c->fn = on_event and c->fn_data = the
  * ManagerObject; accepted connections inherit both.  on_event wraps each
- * new connection in one ConnectionObject (kept in self->conns, pointed to
- * by c->userdata), turns the event's C data into Python data, calls the
- * handler, invalidates message views, and detaches the wrapper after
- * CM_EV_CLOSE.
+ * new connection in one ConnectionObject, turns the event's C data into
+ * Python data, calls the handler, invalidates message views, and detaches
+ * the wrapper after CM_EV_CLOSE.
+ *
+ * The core's list of connections (mgr.conns) is the only registry: the
+ * wrapper hangs off c->userdata, which owns the reference, so a connection
+ * costs no dict entry and no int key.  Manager.connections, GC traversal
+ * and teardown all walk that list.
  *
  * The GIL is held throughout, except around epoll_wait (on_sleep) and the
  * payload copy in wakeup(). */
@@ -250,36 +254,34 @@ static void dispatch(ManagerObject *self, ConnectionObject *conn, int ev, void *
  * listener's (inheritable) handler for an accepted child, else the handler
  * given to the listen()/connect() call that is running (SPEC Decision 6). */
 static void wrap(ManagerObject *self, struct cm_conn *c, struct cm_conn *listener) {
-  if (self->silent || self->conns == NULL || self->state->ConnectionType == NULL) return;
+  if (self->silent || self->state->ConnectionType == NULL) return;
   PyObject *handler = self->call_handler;
   if (listener != NULL) {
     ConnectionObject *lw = listener->userdata;
     handler = lw != NULL ? lw->handler : NULL;
   }
   ConnectionObject *conn = connection_new(self->state, c, handler);
-  PyObject *key = conn != NULL ? PyLong_FromUnsignedLongLong(c->id) : NULL;
-  if (key != NULL && PyDict_SetItem(self->conns, key, (PyObject *) conn) == 0) {
-    c->userdata = conn; /* borrowed: self->conns owns the reference */
-    manager_update_events(self, conn);
-  } else {
+  if (conn == NULL) {
     /* Out of memory: a connection nobody can see must not live on. */
     manager_handle_exception(self, true);
     cm_close(c);
+    return;
   }
-  Py_XDECREF(key);
-  Py_XDECREF(conn);
+  c->userdata = conn; /* owns the reference, until forget() */
+  manager_update_events(self, conn);
 }
 
-/* After CM_EV_CLOSE: the core frees `c` next; the object stays, detached. */
-static void forget(ManagerObject *self, struct cm_conn *c, ConnectionObject *conn) {
-  uint64_t id = c->id;
-  connection_detach(conn);
+/* After CM_EV_CLOSE: the core frees `c` next; the object stays, detached.
+ * The core fires CM_EV_CLOSE for every connection it frees, from
+ * cm_mgr_free() too (silent or not), so this is where every reference held
+ * through c->userdata is dropped. */
+static void forget(struct cm_conn *c) {
+  ConnectionObject *conn = c->userdata;
+  /* First: the DECREF may run Python code, which must not find `c`. */
   c->userdata = NULL;
-  /* Tearing down without Python: teardown() clears the whole dict later. */
-  if (self->silent || self->conns == NULL) return;
-  PyObject *key = PyLong_FromUnsignedLongLong(id);
-  if (key == NULL || PyDict_DelItem(self->conns, key) < 0) PyErr_WriteUnraisable((PyObject *) self);
-  Py_XDECREF(key); /* the object may be freed by the DelItem */
+  if (conn == NULL) return;
+  connection_detach(conn);
+  Py_DECREF(conn);
 }
 
 /* The user handler of every connection of ours. */
@@ -294,11 +296,11 @@ static void on_event(struct cm_conn *c, int ev, void *ev_data) {
   if (conn != NULL && shown) {
     Py_INCREF(conn);
     dispatch(self, conn, ev, ev_data);
-    Py_DECREF(conn); /* still owned by self->conns until CM_EV_CLOSE */
+    Py_DECREF(conn); /* still owned by c->userdata until CM_EV_CLOSE */
   }
   /* SPEC Decision 4: without a protocol, each READ shows only new bytes. */
   if (ev == CM_EV_READ && c->pfn == NULL && shown) cm_iobuf_consume(&c->recv, c->recv.len);
-  if (ev == CM_EV_CLOSE && conn != NULL) forget(self, c, conn);
+  if (ev == CM_EV_CLOSE) forget(c);
 }
 
 /* ---- poll, close -------------------------------------------------------- */
@@ -336,16 +338,13 @@ static PyObject *manager_poll(ManagerObject *self, PyObject *args, PyObject *kwa
 }
 
 /* Free the core: timers first, then every connection (their handlers see
- * MG_EV_POLL and MG_EV_CLOSE unless `silent`), then the wrappers. */
+ * MG_EV_POLL and MG_EV_CLOSE unless `silent`).  Each CM_EV_CLOSE detaches
+ * the connection's wrapper and drops what c->userdata held (forget()), so
+ * once the core is freed no wrapper is left pointing into it. */
 static void teardown(ManagerObject *self) {
   self->closed = true; /* from here listen/connect/timer_add refuse */
   timers_stop_all(self);
   cm_mgr_free(&self->mgr);
-  if (self->conns == NULL) return;
-  Py_ssize_t pos = 0;
-  PyObject *key, *value;
-  while (PyDict_Next(self->conns, &pos, &key, &value)) connection_detach((ConnectionObject *) value);
-  PyDict_Clear(self->conns);
 }
 
 static int do_close(ManagerObject *self) {
@@ -613,13 +612,23 @@ static PyObject *manager_run(ManagerObject *self, PyObject *args, PyObject *kwar
 
 /* ---- properties --------------------------------------------------------- */
 
+/* The connections Python sees: ours, not the manager's plumbing. */
+static bool listed(const struct cm_conn *c) { return !c->is_internal && c->userdata != NULL; }
+
+/* Creation order: the core list is newest first (cm__conn_new prepends),
+ * so the list built here is reversed. */
 static PyObject *manager_get_connections(ManagerObject *self, void *closure) {
   (void) closure;
-  if (self->conns == NULL) return PyTuple_New(0);
-  PyObject *values = PyDict_Values(self->conns);
-  if (values == NULL) return NULL;
-  PyObject *tuple = PyList_AsTuple(values);
-  Py_DECREF(values);
+  PyObject *list = PyList_New(0);
+  /* An allocation may run Python code (a finalizer, on a GC pass); as busy()
+   * it cannot poll() or close(), which would free connections under the walk. */
+  self->depth++;
+  for (struct cm_conn *c = self->mgr.conns; c != NULL && list != NULL; c = c->next) {
+    if (listed(c) && PyList_Append(list, (PyObject *) c->userdata) < 0) Py_CLEAR(list);
+  }
+  self->depth--;
+  PyObject *tuple = list != NULL && PyList_Reverse(list) == 0 ? PyList_AsTuple(list) : NULL;
+  Py_XDECREF(list);
   return tuple;
 }
 
@@ -651,8 +660,7 @@ static PyObject *manager_tp_new(PyTypeObject *tp, PyObject *args, PyObject *kwar
   if (self == NULL) return NULL;
   self->closed = true; /* until the core is up, so dealloc frees nothing */
   self->state = get_state_by_type(tp);
-  self->conns = PyDict_New();
-  if (self->state == NULL || self->conns == NULL) goto fail;
+  if (self->state == NULL) goto fail;
   int rc = cm_mgr_init(&self->mgr);
   if (rc < 0) {
     PyErr_Format(PyExc_RuntimeError, "Failed to initialize manager: %s", cm_strerror(rc));
@@ -689,17 +697,21 @@ static int manager_traverse(ManagerObject *self, visitproc visit, void *arg) {
   Py_VISIT(Py_TYPE(self)); /* heap type: instances own a reference */
   Py_VISIT(self->handler);
   Py_VISIT(self->error_handler);
-  Py_VISIT(self->conns);
   Py_VISIT(self->pending_exc);
   Py_VISIT(self->seen_handler);
   Py_VISIT(self->spare_view);
   for (TimerObject *t = self->timers; t != NULL; t = t->next) Py_VISIT((PyObject *) t);
   for (TimerObject *t = self->cancels; t != NULL; t = t->next_cancel) Py_VISIT((PyObject *) t);
+  /* The wrappers c->userdata owns: a handler closure that refers to the
+   * manager makes a cycle through them.  After teardown the list is empty. */
+  for (struct cm_conn *c = self->mgr.conns; c != NULL; c = c->next) {
+    if (listed(c)) Py_VISIT((PyObject *) c->userdata);
+  }
   return 0;
 }
 
 /* Also the GC's way to break cycles: the core goes first (silently, SPEC
- * Decision 10), because wrappers must be detached before they can die. */
+ * Decision 10); its teardown detaches the wrappers and drops them. */
 static int manager_clear(ManagerObject *self) {
   if (!self->closed) {
     self->silent = true;
@@ -707,7 +719,6 @@ static int manager_clear(ManagerObject *self) {
   }
   Py_CLEAR(self->handler);
   Py_CLEAR(self->error_handler);
-  Py_CLEAR(self->conns);
   Py_CLEAR(self->pending_exc);
   Py_CLEAR(self->seen_handler);
   Py_CLEAR(self->spare_view);
