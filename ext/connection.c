@@ -1,11 +1,14 @@
 /* connection.c: Connection, the Python face of one core connection
  * (SPEC 1.5).
  *
- * The manager creates the object at CM_EV_OPEN; the core connection holds
- * the only reference the core side needs (c->userdata, dropped after
- * CM_EV_CLOSE, see manager.c).  After CM_EV_CLOSE the object is detached
- * (c == NULL): properties return safe defaults and methods that need the
- * core raise RuntimeError("Connection has been closed"). */
+ * The manager creates the object when it is first needed (an event its
+ * handler wants, listen()/connect(), Manager.connections; it may be never),
+ * and the core connection holds the only reference the core side needs
+ * (c->userdata, dropped after CM_EV_CLOSE, see manager.c).  One object per
+ * connection all the same: once made, it is the one every event gets.
+ * After CM_EV_CLOSE the object is detached (c == NULL): properties return
+ * safe defaults and methods that need the core raise
+ * RuntimeError("Connection has been closed"). */
 #include <stdio.h>
 
 #include "ext.h"
@@ -14,13 +17,12 @@
 #define TEXT_PLAIN "Content-Type: text/plain\r\n"
 #define APP_JSON "Content-Type: application/json\r\n"
 
-ConnectionObject *connection_new(cm_state *st, struct cm_conn *c, PyObject *handler) {
+ConnectionObject *connection_new(cm_state *st, struct cm_conn *c) {
   PyTypeObject *tp = st->ConnectionType;
   ConnectionObject *self = (ConnectionObject *) tp->tp_alloc(tp, 0);
   if (self == NULL) return NULL;
   self->c = c;
   self->state = st;
-  self->handler = Py_XNewRef(handler);
   return self;
 }
 

@@ -49,8 +49,9 @@ static inline cm_state *get_state_by_type(PyTypeObject *tp) {
 
 typedef struct TimerObject TimerObject;
 
-/* Manager: owns a struct cm_mgr and, through it, every connection and its
- * ConnectionObject (c->userdata, strong; see manager.c). */
+/* Manager: owns a struct cm_mgr and, through it, every connection and what
+ * c->userdata holds: its ConnectionObject, or its handler until the object
+ * is needed (see manager.c). */
 typedef struct {
   PyObject ob_base;         /* PyObject_HEAD, spelled out for clang-format */
   struct cm_mgr mgr;        /* the core manager (embedded) */
@@ -76,7 +77,8 @@ typedef struct {
   PyObject *weakreflist;    /* weak references to us */
 } ManagerObject;
 
-/* Connection: one object per core connection for its whole life. */
+/* Connection: one object per core connection for its whole life, made when
+ * first needed (manager.c). */
 typedef struct {
   PyObject ob_base;      /* PyObject_HEAD */
   struct cm_conn *c;     /* the core connection; NULL once closed */
@@ -155,7 +157,9 @@ int manager_raise_pending(ManagerObject *m);
 void manager_update_events(ManagerObject *m, ConnectionObject *conn);
 
 /* connection.c */
-ConnectionObject *connection_new(cm_state *st, struct cm_conn *c, PyObject *handler);
+/* A new object for `c`, without handler yet (manager.c moves in the one
+ * c->userdata held). */
+ConnectionObject *connection_new(cm_state *st, struct cm_conn *c);
 /* The core connection is gone: the object keeps only safe defaults. */
 void connection_detach(ConnectionObject *conn);
 

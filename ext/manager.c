@@ -2,15 +2,18 @@
  * Python, exception routing, wakeup, run() and shutdown.
  *
  * Every connection we create has c->fn = on_event and c->fn_data = the
- * ManagerObject; accepted connections inherit both.  on_event wraps each
- * new connection in one ConnectionObject, turns the event's C data into
- * Python data, calls the handler, invalidates message views, and detaches
- * the wrapper after CM_EV_CLOSE.
+ * ManagerObject; accepted connections inherit both.  on_event notes at
+ * CM_EV_OPEN which handler the connection gets, skips the events that
+ * handler ignores, and for the others makes the connection's one
+ * ConnectionObject if it has none yet, turns the event's C data into Python
+ * data, calls the handler and invalidates message views; after CM_EV_CLOSE
+ * it detaches the object.
  *
  * The core's list of connections (mgr.conns) is the only registry: the
- * wrapper hangs off c->userdata, which owns the reference, so a connection
- * costs no dict entry and no int key.  Manager.connections, GC traversal
- * and teardown all walk that list.
+ * object, or until it is needed the handler alone, hangs off c->userdata,
+ * which owns the reference ("what c->userdata holds" below).  So an idle
+ * connection costs Python nothing but a reference to its handler.
+ * Manager.connections, GC traversal and teardown all walk that list.
  *
  * The GIL is held throughout, except around epoll_wait (on_sleep) and the
  * payload copy in wakeup(). */
@@ -183,6 +186,40 @@ static PyObject *event_data(ManagerObject *self, int ev, void *ev_data, bool *vi
   return Py_NewRef(Py_None);
 }
 
+/* ---- what c->userdata holds -------------------------------------------- */
+
+/* Most connections never need their Python object, or need it late: an
+ * accepted keep-alive connection whose handler answers only MG_EV_HTTP_MSG
+ * has no use for it before its first request, an idle one none at all.  So
+ * the ConnectionObject (80 bytes with its GC head) is made when an
+ * event for its handler, listen()/connect() or Manager.connections first
+ * needs it.  Until then a handler to remember costs a tagged pointer.
+ * c->userdata of a connection of ours (not c->is_internal) holds one of:
+ *
+ *   NULL         no object yet; its handler will be None (the default's)
+ *   handler | 1  no object yet; a strong reference to the handler it will
+ *                get (see adopt())
+ *   object       its ConnectionObject: a strong reference
+ *   GONE         Python never sees it again: after CM_EV_CLOSE, or when
+ *                its object could not be made (the connection is closed)
+ *
+ * Bit 0 is free in a PyObject pointer (alignment), so it marks a handler;
+ * GONE is a tagged NULL, which no handler is. */
+#define HANDLER_TAG ((uintptr_t) 1)
+#define GONE ((void *) HANDLER_TAG)
+_Static_assert(_Alignof(PyObject) > 1, "bit 0 of a PyObject pointer is free for HANDLER_TAG");
+
+static inline bool has_object(const void *u) { return u != NULL && !((uintptr_t) u & HANDLER_TAG); }
+
+/* What c->userdata holds a strong reference to (object or handler), or NULL. */
+static inline PyObject *held(const void *u) { return (PyObject *) ((uintptr_t) u & ~HANDLER_TAG); }
+
+/* The handler of `c` (borrowed), NULL for none: the default's. */
+static inline PyObject *conn_handler(const struct cm_conn *c) {
+  const void *u = c->userdata;
+  return has_object(u) ? ((const ConnectionObject *) u)->handler : held(u);
+}
+
 /* ---- which events reach Python ------------------------------------------ */
 
 /* Events a handler provably ignores are never delivered: a handler that is
@@ -203,7 +240,10 @@ static uint64_t analyse(cm_state *st, PyObject *handler) {
 static uint64_t handler_events(ManagerObject *self, PyObject *handler) {
   if (handler == NULL) return 0;
   if (handler == self->handler) return self->default_events;
-  if (handler != self->seen_handler) { /* one-entry cache: listeners share theirs */
+  /* One-entry cache: accepted children share their listener's handler, and
+   * only they stay without object (their mask is looked up per event) past
+   * the listen()/connect() call that made them. */
+  if (handler != self->seen_handler) {
     self->seen_events = analyse(self->state, handler);
     Py_XSETREF(self->seen_handler, Py_NewRef(handler));
   }
@@ -215,10 +255,24 @@ void manager_update_events(ManagerObject *self, ConnectionObject *conn) {
   if (conn->c != NULL) cm_conn_set_poll(conn->c, (conn->events >> CM_EV_POLL) & 1);
 }
 
-/* Call the handler of `conn` for one event.  The handler is looked up now
- * (SPEC 2.1.1): the connection's own, else the manager's default. */
+/* Whether the handler of `c` may react to `ev` (see analyse()). */
+static bool wants(ManagerObject *self, const struct cm_conn *c, int ev) {
+  const void *u = c->userdata;
+  uint64_t events;
+  if (u == GONE) return false;
+  if (has_object(u)) {
+    events = ((const ConnectionObject *) u)->events;
+  } else {
+    PyObject *handler = held(u) != NULL ? held(u) : self->handler;
+    if (handler == NULL) return false; /* nobody listens */
+    events = handler_events(self, handler);
+  }
+  return ev < 0 || ev >= 64 || ((events >> ev) & 1);
+}
+
+/* Call the handler of `conn` for one event it wants.  The handler is looked
+ * up now (SPEC 2.1.1): the connection's own, else the manager's default. */
 static void dispatch(ManagerObject *self, ConnectionObject *conn, int ev, void *ev_data) {
-  if (ev >= 0 && ev < 64 && !((conn->events >> ev) & 1)) return;
   PyObject *handler = conn->handler != NULL ? conn->handler : self->handler;
   if (handler == NULL) return; /* nobody listens: the event is dropped */
   bool view = false;
@@ -250,37 +304,65 @@ static void dispatch(ManagerObject *self, ConnectionObject *conn, int ev, void *
   Py_XDECREF(data);
 }
 
-/* CM_EV_OPEN: create the one Connection object of `c`.  Its handler: the
- * listener's (inheritable) handler for an accepted child, else the handler
- * given to the listen()/connect() call that is running (SPEC Decision 6). */
-static void wrap(ManagerObject *self, struct cm_conn *c, struct cm_conn *listener) {
-  if (self->silent || self->state->ConnectionType == NULL) return;
-  PyObject *handler = self->call_handler;
-  if (listener != NULL) {
-    ConnectionObject *lw = listener->userdata;
-    handler = lw != NULL ? lw->handler : NULL;
-  }
-  ConnectionObject *conn = connection_new(self->state, c, handler);
-  if (conn == NULL) {
-    /* Out of memory: a connection nobody can see must not live on. */
-    manager_handle_exception(self, true);
-    cm_close(c);
-    return;
-  }
-  c->userdata = conn; /* owns the reference, until forget() */
-  manager_update_events(self, conn);
+/* CM_EV_OPEN: remember the handler `c` gets (SPEC Decision 6): for an
+ * accepted child its listener's (inheritable) handler as it is now, else
+ * the handler given to the listen()/connect() call that is running.  The
+ * object is made when first needed, by this very event if its handler
+ * wants CM_EV_OPEN. */
+static void adopt(ManagerObject *self, struct cm_conn *c, const struct cm_conn *listener) {
+  PyObject *handler = listener != NULL ? conn_handler(listener) : self->call_handler;
+  c->userdata = handler != NULL ? (void *) ((uintptr_t) Py_NewRef(handler) | HANDLER_TAG) : NULL;
+  uint64_t events = handler_events(self, handler != NULL ? handler : self->handler);
+  cm_conn_set_poll(c, (events >> CM_EV_POLL) & 1);
 }
 
-/* After CM_EV_CLOSE: the core frees `c` next; the object stays, detached.
- * The core fires CM_EV_CLOSE for every connection it frees, from
- * cm_mgr_free() too (silent or not), so this is where every reference held
- * through c->userdata is dropped. */
-static void forget(struct cm_conn *c) {
-  ConnectionObject *conn = c->userdata;
-  /* First: the DECREF may run Python code, which must not find `c`. */
-  c->userdata = NULL;
-  if (conn == NULL) return;
-  connection_detach(conn);
+/* The one ConnectionObject of `c` (borrowed), made now if need be.  NULL
+ * with MemoryError set; NULL alone if Python must not see `c` (GONE, or
+ * the manager or the module is being torn down). */
+static ConnectionObject *conn_object(ManagerObject *self, struct cm_conn *c) {
+  void *u = c->userdata;
+  if (has_object(u)) return u;
+  if (u == GONE || self->silent || self->state->ConnectionType == NULL) return NULL;
+  ConnectionObject *conn = connection_new(self->state, c);
+  if (conn == NULL) return NULL;
+  if (c->userdata != u) { /* the allocation ran Python code (a GC pass) that made one */
+    Py_DECREF(conn);
+    return has_object(c->userdata) ? c->userdata : NULL;
+  }
+  conn->handler = held(u); /* the reference c->userdata held moves to the object */
+  c->userdata = conn;
+  manager_update_events(self, conn);
+  return conn;
+}
+
+/* Drop what c->userdata holds and leave GONE; an object is detached (it
+ * stays, closed, for whoever else holds it).  GONE first: the DECREF may
+ * run Python code, which must not find what it drops. */
+static void release(struct cm_conn *c) {
+  void *u = c->userdata;
+  c->userdata = GONE;
+  if (has_object(u)) connection_detach(u);
+  Py_XDECREF(held(u));
+}
+
+/* No memory for its object: a connection nobody can see must not live on. */
+static void abandon(struct cm_conn *c) {
+  release(c);
+  cm_close(c);
+}
+
+/* Give one wanted event to the handler of `c`, making its object first. */
+static void deliver(ManagerObject *self, struct cm_conn *c, int ev, void *ev_data) {
+  ConnectionObject *conn = conn_object(self, c);
+  if (conn == NULL) {
+    if (PyErr_Occurred()) {
+      manager_handle_exception(self, true);
+      abandon(c);
+    }
+    return;
+  }
+  Py_INCREF(conn); /* the call holds its own, whatever the handler does */
+  dispatch(self, conn, ev, ev_data);
   Py_DECREF(conn);
 }
 
@@ -288,19 +370,17 @@ static void forget(struct cm_conn *c) {
 static void on_event(struct cm_conn *c, int ev, void *ev_data) {
   ManagerObject *self = c->fn_data;
   if (c->is_internal) return;
-  if (ev == CM_EV_OPEN) wrap(self, c, ev_data);
-  ConnectionObject *conn = c->userdata;
+  if (ev == CM_EV_OPEN) adopt(self, c, ev_data);
   /* After a BaseException, Python sees nothing more until poll() raises it;
    * the bookkeeping below still runs. */
   bool shown = !self->silent && self->pending_exc == NULL;
-  if (conn != NULL && shown) {
-    Py_INCREF(conn);
-    dispatch(self, conn, ev, ev_data);
-    Py_DECREF(conn); /* still owned by c->userdata until CM_EV_CLOSE */
-  }
+  if (shown && wants(self, c, ev)) deliver(self, c, ev, ev_data);
   /* SPEC Decision 4: without a protocol, each READ shows only new bytes. */
   if (ev == CM_EV_READ && c->pfn == NULL && shown) cm_iobuf_consume(&c->recv, c->recv.len);
-  if (ev == CM_EV_CLOSE) forget(c);
+  /* The core frees `c` next.  It fires CM_EV_CLOSE for every connection it
+   * frees, from cm_mgr_free() too (silent or not), so this is where every
+   * reference held through c->userdata is dropped. */
+  if (ev == CM_EV_CLOSE) release(c);
 }
 
 /* ---- poll, close -------------------------------------------------------- */
@@ -339,8 +419,8 @@ static PyObject *manager_poll(ManagerObject *self, PyObject *args, PyObject *kwa
 
 /* Free the core: timers first, then every connection (their handlers see
  * MG_EV_POLL and MG_EV_CLOSE unless `silent`).  Each CM_EV_CLOSE detaches
- * the connection's wrapper and drops what c->userdata held (forget()), so
- * once the core is freed no wrapper is left pointing into it. */
+ * the connection's object and drops what c->userdata held (release()), so
+ * once the core is freed no object is left pointing into it. */
 static void teardown(ManagerObject *self) {
   self->closed = true; /* from here listen/connect/timer_add refuse */
   timers_stop_all(self);
@@ -461,8 +541,12 @@ static PyObject *open_conn(ManagerObject *self, PyObject *url, PyObject *handler
   struct cm_conn *c = lim != NULL ? cm_http_listen_opts(&self->mgr, u, lim, on_event, self)
                                   : fn(&self->mgr, u, on_event, self);
   self->call_handler = outer;
-  ConnectionObject *conn = c != NULL ? c->userdata : NULL;
   if (manager_raise_pending(self) < 0) return NULL; /* a handler's BaseException */
+  ConnectionObject *conn = c != NULL ? conn_object(self, c) : NULL;
+  if (conn == NULL && c != NULL && PyErr_Occurred()) {
+    abandon(c);
+    return NULL;
+  }
   if (conn == NULL) {
     return PyErr_Format(PyExc_RuntimeError, listen ? "Failed to listen on '%U'" : "Failed to connect to '%U'",
                         url);
@@ -613,18 +697,21 @@ static PyObject *manager_run(ManagerObject *self, PyObject *args, PyObject *kwar
 /* ---- properties --------------------------------------------------------- */
 
 /* The connections Python sees: ours, not the manager's plumbing. */
-static bool listed(const struct cm_conn *c) { return !c->is_internal && c->userdata != NULL; }
+static bool listed(const struct cm_conn *c) { return !c->is_internal && c->userdata != GONE; }
 
 /* Creation order: the core list is newest first (cm__conn_new prepends),
- * so the list built here is reversed. */
+ * so the list built here is reversed.  Objects not made yet are made. */
 static PyObject *manager_get_connections(ManagerObject *self, void *closure) {
   (void) closure;
   PyObject *list = PyList_New(0);
-  /* An allocation may run Python code (a finalizer, on a GC pass); as busy()
-   * it cannot poll() or close(), which would free connections under the walk. */
+  /* Making objects may run Python code (analyse(), a finalizer on a GC
+   * pass); as busy() it cannot poll() or close(), which would free
+   * connections under the walk. */
   self->depth++;
   for (struct cm_conn *c = self->mgr.conns; c != NULL && list != NULL; c = c->next) {
-    if (listed(c) && PyList_Append(list, (PyObject *) c->userdata) < 0) Py_CLEAR(list);
+    ConnectionObject *conn = listed(c) ? conn_object(self, c) : NULL;
+    bool failed = conn != NULL ? PyList_Append(list, (PyObject *) conn) < 0 : PyErr_Occurred() != NULL;
+    if (failed) Py_CLEAR(list); /* MemoryError; a connection left without object keeps working */
   }
   self->depth--;
   PyObject *tuple = list != NULL && PyList_Reverse(list) == 0 ? PyList_AsTuple(list) : NULL;
@@ -702,16 +789,16 @@ static int manager_traverse(ManagerObject *self, visitproc visit, void *arg) {
   Py_VISIT(self->spare_view);
   for (TimerObject *t = self->timers; t != NULL; t = t->next) Py_VISIT((PyObject *) t);
   for (TimerObject *t = self->cancels; t != NULL; t = t->next_cancel) Py_VISIT((PyObject *) t);
-  /* The wrappers c->userdata owns: a handler closure that refers to the
-   * manager makes a cycle through them.  After teardown the list is empty. */
+  /* What c->userdata owns (objects, handlers): a handler closure that refers
+   * to the manager makes a cycle through them.  Empty after teardown. */
   for (struct cm_conn *c = self->mgr.conns; c != NULL; c = c->next) {
-    if (listed(c)) Py_VISIT((PyObject *) c->userdata);
+    if (!c->is_internal) Py_VISIT(held(c->userdata));
   }
   return 0;
 }
 
 /* Also the GC's way to break cycles: the core goes first (silently, SPEC
- * Decision 10); its teardown detaches the wrappers and drops them. */
+ * Decision 10); its teardown detaches the objects and drops them. */
 static int manager_clear(ManagerObject *self) {
   if (!self->closed) {
     self->silent = true;
