@@ -1,5 +1,6 @@
 """Manager internals of the C binding: dispatch, exception routing, re-entry
-guards, run() and signals, garbage collection, reference leaks."""
+guards, run() and signals, garbage collection, reference leaks, Connection
+objects made on first use."""
 
 from __future__ import annotations
 
@@ -13,16 +14,18 @@ import tracemalloc
 import weakref
 
 import pytest
-from conftest import HOST, listen_free, poll_until
+from conftest import HOST, HttpReader, listen_free, poll_for, poll_until, raw_connect
 
 from cymongoose import (
     MG_EV_CLOSE,
     MG_EV_CONNECT,
     MG_EV_ERROR,
+    MG_EV_HTTP_MSG,
     MG_EV_OPEN,
     MG_EV_POLL,
     MG_EV_READ,
     MG_EV_RESOLVE,
+    Connection,
     Manager,
 )
 
@@ -492,3 +495,200 @@ def test_keyword_arguments(make_manager):
     )
     m.poll(timeout_ms=0)
     assert b"kw" in got and "t" in got and not timer.active
+
+
+# --------------------------------------------------------------------------
+# Connection objects made on first use
+#
+# A connection's Python object is made when something needs it: an event its
+# handler reacts to, listen()/connect(), Manager.connections.  Until then the
+# manager holds only a reference to the handler it will get.  gc.get_referents()
+# of a manager lists what it holds (its traverse): the objects made so far, and
+# the remembered handler of each connection that has none yet.
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def objects_held(mgr) -> int:
+    return sum(type(o) is Connection for o in gc.get_referents(mgr))
+
+
+def accept(mgr, port: int, n: int) -> list[socket.socket]:
+    """n raw clients, accepted by mgr (loopback: the first poll accepts them)."""
+    socks = [raw_connect(port) for _ in range(n)]
+    poll_for(mgr, 0.05)
+    return socks
+
+
+def test_object_made_on_first_use_is_the_one_listed_and_passed(make_manager):
+    got = []
+
+    def handler(conn, ev, data):
+        if ev == MG_EV_HTTP_MSG:
+            got.append(conn)
+            conn.reply(200, b"ok")
+
+    def handler_refs():
+        return gc.get_referents(m).count(handler)
+
+    m = make_manager()
+    listener, port = listen_free(m, "http", handler=handler)
+    base = handler_refs()
+    socks = accept(m, port, 2)
+    try:
+        # Accepted, but the handler ignores OPEN/ACCEPT: no object yet, the
+        # handler they will get is all the manager holds for them.
+        assert objects_held(m) == 1  # the listener, returned by listen()
+        assert handler_refs() == base + 2
+        # The first request makes it (for the event), then connections lists it.
+        socks[0].sendall(REQUEST)
+        assert poll_until(m, lambda: len(got) == 1)
+        assert HttpReader(socks[0]).read_response().startswith(b"HTTP/1.1 200")
+        assert objects_held(m) == 2
+        # connections makes the other one, in creation order, with its handler.
+        listed = m.connections
+        assert len(listed) == 3 and listed[0] is listener and listed[1] is got[0]
+        assert all(c.handler is handler for c in listed)
+        assert objects_held(m) == 3 and handler_refs() == base
+        assert listed[1].id < listed[2].id
+        # ... and the event later gets that very object.
+        socks[1].sendall(REQUEST)
+        assert poll_until(m, lambda: len(got) == 2)
+        assert got[1] is listed[2]
+        socks[0].sendall(REQUEST)
+        assert poll_until(m, lambda: len(got) == 3)
+        assert got[2] is got[0]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_listener_set_handler_later_keeps_the_handler_of_a_child_without_object(make_manager):
+    got = []
+
+    def first(conn, ev, data):
+        if ev == MG_EV_HTTP_MSG:
+            got.append(("first", conn))
+            conn.reply(200, b"1")
+
+    def second(conn, ev, data):
+        if ev == MG_EV_HTTP_MSG:
+            got.append(("second", conn))
+            conn.reply(200, b"2")
+
+    m = make_manager()
+    listener, port = listen_free(m, "http", handler=first)
+    socks = accept(m, port, 1)
+    try:
+        assert objects_held(m) == 1  # the child remembers `first` alone
+        listener.set_handler(second)
+        socks += accept(m, port, 1)
+        for s in socks:
+            s.sendall(REQUEST)
+        assert poll_until(m, lambda: len(got) == 2)
+        assert sorted(name for name, _ in got) == ["first", "second"]
+        for name, conn in got:
+            assert conn.handler is (first if name == "first" else second)
+        assert HttpReader(socks[0]).read_response().endswith(b"\r\n\r\n1")
+        assert HttpReader(socks[1]).read_response().endswith(b"\r\n\r\n2")
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_object_made_for_close_then_detached(make_manager):
+    closed = []
+
+    def handler(conn, ev, data):
+        if ev == MG_EV_CLOSE:
+            closed.append((conn, conn.id, conn.is_listening))
+
+    m = make_manager()
+    _, port = listen_free(m, "tcp", handler=handler)
+    socks = accept(m, port, 1)
+    assert objects_held(m) == 1
+    socks[0].close()
+    assert poll_until(m, lambda: len(closed) == 1)
+    conn, cid, listening = closed[0]
+    assert cid > 0 and not listening  # live during its CLOSE handler
+    assert conn.id == 0 and conn.is_closing  # detached right after
+    assert objects_held(m) == 1
+
+
+def test_handler_reference_dropped_when_a_connection_without_object_closes(make_manager):
+    def handler(conn, ev, data):
+        if ev == MG_EV_HTTP_MSG:
+            conn.reply(200, b"ok")
+
+    m = make_manager()
+    listener, port = listen_free(m, "http", handler=handler)
+    base = sys.getrefcount(handler)
+    socks = accept(m, port, 3)
+    assert sys.getrefcount(handler) == base + 3
+    for s in socks:
+        s.close()
+    assert poll_until(m, lambda: sys.getrefcount(handler) == base)
+    assert objects_held(m) == 1
+    socks = accept(m, port, 2)
+    assert sys.getrefcount(handler) == base + 2
+    m.close()  # teardown drops them too
+    for s in socks:
+        s.close()
+    assert sys.getrefcount(handler) == base
+    assert listener.handler is handler  # a detached object keeps its own (SPEC 1.5)
+
+
+def test_cycle_through_connections_with_and_without_object_is_collected():
+    def start():
+        mgr = None
+
+        def handler(conn, ev, data):
+            if ev == MG_EV_HTTP_MSG:
+                conn.reply(200, b"ok" if mgr is not None else b"")
+
+        mgr = Manager()  # no default handler: the cycle runs through the connections
+        _, port = listen_free(mgr, "http", handler=handler)
+        return mgr, port
+
+    def one_request(mgr, sock):
+        sock.sendall(REQUEST)
+        assert poll_until(mgr, lambda: objects_held(mgr) == 2)  # listener + one child
+        poll_for(mgr, 0.05)
+        assert HttpReader(sock).read_response().startswith(b"HTTP/1.1 200")
+
+    mgr, port = start()
+    socks = accept(mgr, port, 3)
+    try:
+        one_request(mgr, socks[0])  # the others stay without object
+        ref = weakref.ref(mgr)
+        del mgr
+        gc.collect()
+        assert ref() is None
+        for s in socks[1:]:  # torn down: the connections are closed
+            assert s.recv(1) == b""
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_objects_listed_before_close_are_detached_after(make_manager):
+    def handler(conn, ev, data):
+        if ev == MG_EV_HTTP_MSG:
+            conn.reply(200, b"ok")
+
+    m = make_manager(enable_wakeup=True)
+    listener, port = listen_free(m, "http", handler=handler)
+    socks = accept(m, port, 2)
+    try:
+        listed = m.connections
+        assert len(listed) == 3 and listed[0] is listener
+        m.close()
+        assert m.connections == ()
+        for conn in listed:
+            assert conn.id == 0 and conn.is_closing and conn.local_addr is None
+            assert conn.handler is handler  # kept (SPEC 1.5)
+            with pytest.raises(RuntimeError, match="closed"):
+                conn.send(b"x")
+    finally:
+        for s in socks:
+            s.close()
