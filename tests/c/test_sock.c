@@ -204,6 +204,92 @@ static void test_ids_never_reused(void) {
   cm_mgr_free(&mgr);
 }
 
+/* Edge-triggered reads: a burst far larger than one read is taken in
+ * full although the peer then goes quiet (no new edge ever comes): each
+ * read that fills its buffer brings the loop back for the rest.  And echo
+ * under back-pressure: reading pauses while the peer does not read the
+ * echo (is_full), and resumes with the bytes that waited meanwhile. */
+struct echo_count {
+  struct cm_conn *conn; /* the accepted connection */
+  size_t got;           /* bytes it received */
+  bool echo;            /* send them back */
+  bool was_full;        /* reading was paused at least once */
+};
+
+static void counter(struct cm_conn *c, int ev, void *ev_data) {
+  struct echo_count *ec = c->fn_data;
+  (void) ev_data;
+  if (ev == CM_EV_ACCEPT) ec->conn = c;
+  if (ev == CM_EV_READ && !c->is_listening) {
+    ec->got += c->recv.len;
+    if (ec->echo) ASSERT(cm_send(c, cm_iobuf_data(&c->recv), c->recv.len));
+    cm_iobuf_consume(&c->recv, c->recv.len);
+  }
+  if (ev == CM_EV_POLL && ec->conn == c && c->is_full) ec->was_full = true;
+}
+
+/* Send up to `*left` bytes of a pattern without blocking. */
+static void peer_push(int fd, size_t *left) {
+  static char chunk[65536];
+  while (*left > 0) {
+    size_t n = *left < sizeof(chunk) ? *left : sizeof(chunk);
+    ssize_t k = send(fd, chunk, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (k <= 0) return;
+    *left -= (size_t) k;
+  }
+}
+
+static void test_burst_then_quiet(void) {
+  struct cm_mgr mgr;
+  struct echo_count ec = {0};
+  const size_t total = 2u << 20;
+  ASSERT(cm_mgr_init(&mgr) == 0);
+  struct cm_conn *l = cm_listen(&mgr, "tcp://127.0.0.1:0", counter, &ec);
+  int fd = cm_test_peer_connect(l->loc.port);
+  size_t left = total;
+  uint64_t end = cm_millis() + 5000;
+  while (left > 0 && cm_millis() < end) {
+    peer_push(fd, &left);
+    cm_mgr_poll(&mgr, 1);
+  }
+  ASSERT_EQ(left, 0u);
+  /* the peer is quiet from here on */
+  while (ec.got < total && cm_millis() < end) cm_mgr_poll(&mgr, 50);
+  ASSERT_EQ(ec.got, total);
+  close(fd);
+  cm_mgr_free(&mgr);
+}
+
+static void test_echo_back_pressure(void) {
+  struct cm_mgr mgr;
+  struct echo_count ec = {.echo = true};
+  const size_t total = 32u << 20; /* more than the kernel buffers hold */
+  ASSERT(cm_mgr_init(&mgr) == 0);
+  mgr.send_hiwat = 64u << 10;
+  struct cm_conn *l = cm_listen(&mgr, "tcp://127.0.0.1:0", counter, &ec);
+  int fd = cm_test_peer_connect(l->loc.port);
+  size_t left = total, back = 0;
+  uint64_t end = cm_millis() + 8000;
+  /* push without reading until the server stops reading */
+  while (!ec.was_full && cm_millis() < end) {
+    peer_push(fd, &left);
+    cm_mgr_poll(&mgr, 1);
+  }
+  ASSERT(ec.was_full);
+  /* then read the echo as it comes, pushing the rest */
+  static char sink[65536];
+  while (back < total && cm_millis() < end) {
+    peer_push(fd, &left);
+    cm_mgr_poll(&mgr, 1);
+    ssize_t k;
+    while ((k = recv(fd, sink, sizeof(sink), MSG_DONTWAIT)) > 0) back += (size_t) k;
+  }
+  ASSERT_EQ(ec.got, total);
+  ASSERT_EQ(back, total);
+  close(fd);
+  cm_mgr_free(&mgr);
+}
+
 int main(void) {
   RUN(test_tcp_echo_ipv4);
   RUN(test_tcp_echo_localhost);
@@ -213,6 +299,8 @@ int main(void) {
   RUN(test_bad_urls);
   RUN(test_drain_then_eof);
   RUN(test_recv_cap);
+  RUN(test_burst_then_quiet);
+  RUN(test_echo_back_pressure);
   RUN(test_ids_never_reused);
   return cm_test_done();
 }

@@ -42,8 +42,8 @@ struct cm_conn {
   unsigned is_udp : 1;        /* datagram socket */
   unsigned is_connecting : 1; /* non-blocking connect in progress */
   unsigned is_internal : 1;   /* manager plumbing (wakeup); not user-visible */
-  unsigned is_readable : 1;   /* last readiness test said readable */
-  unsigned is_writable : 1;   /* last readiness test said writable */
+  unsigned is_readable : 1;   /* the last readiness report said readable */
+  unsigned is_writable : 1;   /* the last readiness report said writable */
   /* public flags: the application may set these */
   unsigned is_tls : 1;       /* TLS requested or active */
   unsigned is_websocket : 1; /* upgraded to WebSocket */

@@ -6,8 +6,9 @@
  *
  * One cm_mgr_poll() iteration runs these phases, in order:
  *   1. pending work:  flush send buffers of connections touched since the
- *      last iteration, apply epoll interest changes, close what is closing;
- *      schedule timers started since the last iteration.
+ *      last iteration, read on where the last read filled its buffer (TCP
+ *      sockets are edge-triggered), apply epoll interest changes, close what
+ *      is closing; schedule timers started since the last iteration.
  *   2. wait:          epoll_wait for at most min(ms, next timer deadline),
  *                     or 0 if pending work remains; before_sleep/after_sleep
  *                     hooks run around the wait alone (the binding drops the
