@@ -49,32 +49,37 @@ static inline cm_state *get_state_by_type(PyTypeObject *tp) {
 
 typedef struct TimerObject TimerObject;
 
+/* Handlers other than the default whose event masks a manager remembers:
+ * one per listener with a handler of its own is typical. */
+#define SEEN_HANDLERS 4
+
 /* Manager: owns a struct cm_mgr and, through it, every connection and what
  * c->userdata holds: its ConnectionObject, or its handler until the object
  * is needed (see manager.c). */
 typedef struct {
-  PyObject ob_base;         /* PyObject_HEAD, spelled out for clang-format */
-  struct cm_mgr mgr;        /* the core manager (embedded) */
-  cm_state *state;          /* borrowed: our type holds the module */
-  PyObject *handler;        /* default handler or NULL (strong) */
-  PyObject *error_handler;  /* error_handler or NULL (strong) */
-  PyObject *call_handler;   /* borrowed: handler of the running listen()/connect() */
-  PyObject *pending_exc;    /* BaseException to re-raise, or NULL (strong) */
-  PyObject *seen_handler;   /* last handler whose events were computed (strong) */
-  uint64_t seen_events;     /* ... and its events (see manager_update_events) */
-  uint64_t default_events;  /* events of `handler` */
-  PyObject *spare_view;     /* an invalid HttpMessage kept for the next event (strong) */
-  TimerObject *timers;      /* running timers; each link holds a reference */
-  TimerObject *cancels;     /* Timer.cancel() queue; each link holds a reference */
-  struct cm_wakeup *wakeup; /* our reference to the wakeup channel, or NULL */
-  uint64_t wakeup_id;       /* id of the wakeup connection, 0 if disabled */
-  PyThreadState *tstate;    /* saved while sleeping without the GIL */
-  int depth;                /* Python calls in progress (handlers, timers) */
-  bool polling;             /* inside poll() */
-  bool closed;              /* close() ran (or the core never started) */
-  bool silent;              /* tearing down from dealloc/GC: no Python */
-  volatile bool stop_run;   /* run(): set by the signal handler */
-  PyObject *weakreflist;    /* weak references to us */
+  PyObject ob_base;                    /* PyObject_HEAD, spelled out for clang-format */
+  struct cm_mgr mgr;                   /* the core manager (embedded) */
+  cm_state *state;                     /* borrowed: our type holds the module */
+  PyObject *handler;                   /* default handler or NULL (strong) */
+  PyObject *error_handler;             /* error_handler or NULL (strong) */
+  PyObject *call_handler;              /* borrowed: handler of the running listen()/connect() */
+  PyObject *pending_exc;               /* BaseException to re-raise, or NULL (strong) */
+  PyObject *seen[SEEN_HANDLERS];       /* handlers whose events were computed (strong) */
+  uint64_t seen_events[SEEN_HANDLERS]; /* ... and their events (see handler_events) */
+  unsigned seen_next;                  /* the slot to replace next */
+  uint64_t default_events;             /* events of `handler` */
+  PyObject *spare_view;                /* an invalid HttpMessage kept for the next event (strong) */
+  TimerObject *timers;                 /* running timers; each link holds a reference */
+  TimerObject *cancels;                /* Timer.cancel() queue; each link holds a reference */
+  struct cm_wakeup *wakeup;            /* our reference to the wakeup channel, or NULL */
+  uint64_t wakeup_id;                  /* id of the wakeup connection, 0 if disabled */
+  PyThreadState *tstate;               /* saved while sleeping without the GIL */
+  int depth;                           /* Python calls in progress (handlers, timers) */
+  bool polling;                        /* inside poll() */
+  bool closed;                         /* close() ran (or the core never started) */
+  bool silent;                         /* tearing down from dealloc/GC: no Python */
+  volatile bool stop_run;              /* run(): set by the signal handler */
+  PyObject *weakreflist;               /* weak references to us */
 } ManagerObject;
 
 /* Connection: one object per core connection for its whole life, made when

@@ -240,14 +240,19 @@ static uint64_t analyse(cm_state *st, PyObject *handler) {
 static uint64_t handler_events(ManagerObject *self, PyObject *handler) {
   if (handler == NULL) return 0;
   if (handler == self->handler) return self->default_events;
-  /* One-entry cache: accepted children share their listener's handler, and
+  /* A small cache: accepted children share their listener's handler, and
    * only they stay without object (their mask is looked up per event) past
-   * the listen()/connect() call that made them. */
-  if (handler != self->seen_handler) {
-    self->seen_events = analyse(self->state, handler);
-    Py_XSETREF(self->seen_handler, Py_NewRef(handler));
+   * the listen()/connect() call that made them.  A few entries keep two or
+   * three listeners with handlers of their own from evicting each other. */
+  for (unsigned i = 0; i < SEEN_HANDLERS; i++) {
+    if (self->seen[i] == handler) return self->seen_events[i];
   }
-  return self->seen_events;
+  unsigned i = self->seen_next;
+  self->seen_next = (i + 1) % SEEN_HANDLERS;
+  uint64_t events = analyse(self->state, handler);
+  self->seen_events[i] = events;
+  Py_XSETREF(self->seen[i], Py_NewRef(handler));
+  return events;
 }
 
 void manager_update_events(ManagerObject *self, ConnectionObject *conn) {
@@ -785,7 +790,7 @@ static int manager_traverse(ManagerObject *self, visitproc visit, void *arg) {
   Py_VISIT(self->handler);
   Py_VISIT(self->error_handler);
   Py_VISIT(self->pending_exc);
-  Py_VISIT(self->seen_handler);
+  for (unsigned i = 0; i < SEEN_HANDLERS; i++) Py_VISIT(self->seen[i]);
   Py_VISIT(self->spare_view);
   for (TimerObject *t = self->timers; t != NULL; t = t->next) Py_VISIT((PyObject *) t);
   for (TimerObject *t = self->cancels; t != NULL; t = t->next_cancel) Py_VISIT((PyObject *) t);
@@ -807,7 +812,7 @@ static int manager_clear(ManagerObject *self) {
   Py_CLEAR(self->handler);
   Py_CLEAR(self->error_handler);
   Py_CLEAR(self->pending_exc);
-  Py_CLEAR(self->seen_handler);
+  for (unsigned i = 0; i < SEEN_HANDLERS; i++) Py_CLEAR(self->seen[i]);
   Py_CLEAR(self->spare_view);
   return 0;
 }
