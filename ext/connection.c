@@ -233,12 +233,22 @@ static int hbuf_add(struct hbuf *b, const char *s, size_t n) {
   return 0;
 }
 
+/* One pass over a (short) header name or value. */
 static bool has_crlf_nul(const char *s, Py_ssize_t n) {
-  return memchr(s, '\r', (size_t) n) || memchr(s, '\n', (size_t) n) || memchr(s, '\0', (size_t) n);
+  for (Py_ssize_t i = 0; i < n; i++) {
+    if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return true;
+  }
+  return false;
 }
 
 static bool is_content_type(const char *s, Py_ssize_t n) {
-  return n == 12 && cm_str_casecmp(cm_str_n(s, 12), cm_str_c("content-type"));
+  static const char name[] = "content-type";
+  return n == sizeof(name) - 1 && cm_str_casecmp(cm_str_n(s, (size_t) n), cm_str_n(name, sizeof(name) - 1));
+}
+
+/* str(obj) as a new reference; an exact str is its own. */
+static PyObject *as_str(PyObject *obj) {
+  return PyUnicode_CheckExact(obj) ? Py_NewRef(obj) : PyObject_Str(obj);
 }
 
 /* Append "name: value\r\n" for one item, after the checks of SPEC 1.5 (no
@@ -247,7 +257,7 @@ static bool is_content_type(const char *s, Py_ssize_t n) {
 static int add_header(struct hbuf *b, PyObject *key, PyObject *value, bool skip_ct, bool *is_ct) {
   int rc = -1;
   Py_ssize_t kn, vn;
-  PyObject *k = PyObject_Str(key), *v = k != NULL ? PyObject_Str(value) : NULL;
+  PyObject *k = as_str(key), *v = k != NULL ? as_str(value) : NULL;
   const char *ks = v != NULL ? PyUnicode_AsUTF8AndSize(k, &kn) : NULL;
   const char *vs = ks != NULL ? PyUnicode_AsUTF8AndSize(v, &vn) : NULL;
   if (vs == NULL) goto done;

@@ -8,6 +8,7 @@
  * The parser validates as far as the bytes go, so garbage is rejected on the
  * first bytes instead of after the recv buffer filled up. */
 #include <limits.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "internal.h"
@@ -340,7 +341,10 @@ int cm_http_parse(const char *buf, size_t len, struct cm_http_msg *hm) {
    * INT_MAX bytes is refused rather than overflowing it. */
   size_t max = len > (size_t) INT_MAX ? (size_t) INT_MAX : len;
   struct cursor s = {buf, buf + max};
-  memset(hm, 0, sizeof(*hm));
+  /* Everything but the header slots, which only num_headers makes valid:
+   * a kilobyte less to clear for every message. */
+  memset(hm, 0, offsetof(struct cm_http_msg, headers));
+  memset(&hm->num_headers, 0, sizeof(*hm) - offsetof(struct cm_http_msg, num_headers));
   hm->content_length = -1;
   if (len == 0) return 0;
   int r = parse_head(&s, hm);

@@ -44,7 +44,7 @@ struct cm_http_msg {
   struct cm_str query;  /* after '?', without it; empty if none */
   struct cm_str proto;  /* "HTTP/1.1"; for a response: the reason phrase */
   struct cm_http_header headers[CM_HTTP_MAX_HEADERS];
-  size_t num_headers;     /* headers kept (at most CM_HTTP_MAX_HEADERS) */
+  size_t num_headers;     /* headers kept (at most CM_HTTP_MAX_HEADERS); later slots are undefined */
   struct cm_str body;     /* body (de-chunked); empty until complete */
   struct cm_str head;     /* start line and headers, up to the blank line */
   struct cm_str message;  /* head and body as received */
