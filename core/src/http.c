@@ -42,7 +42,7 @@ struct http_state {
   bool dispatching;    /* inside our CM_EV_HTTP_MSG: no resume needed */
   /* server only */
   struct cm__http_srv *srv;  /* the listener's limits and deadline queues */
-  struct cm_conn *c;         /* ours: `st` dies with it, and leaves the queues */
+  uint64_t id;               /* ours, looked up on expiry: never a dangling pointer */
   struct cm__http_wait wait; /* place in a deadline queue (head: since its first byte) */
   /* client only */
   struct cm__http_out *out; /* requests seen by cm_http_send, NULL before */
@@ -165,7 +165,13 @@ static void active(struct http_state *st) {
  * polling), so that one is only looked at again a period later. */
 static void on_expired(struct cm__http_wait *w, int q) {
   struct http_state *st = (struct http_state *) (void *) ((char *) w - offsetof(struct http_state, wait));
-  struct cm_conn *c = st->c;
+  struct cm_conn *c = cm_mgr_find(cm__http_srv_mgr(st->srv), st->id);
+  if (c == NULL || ours(c) != st) {
+    /* The connection went away, or changed protocol outside our events,
+     * without our CM_EV_CLOSE: the queue is all that still refers to `st`. */
+    free_state(st);
+    return;
+  }
   if (c->is_closing) return;
   if (q == CM__HTTP_Q_HEAD) {
     refuse(c, st, 408, "request head timeout");
@@ -521,7 +527,7 @@ static struct http_state *new_state(struct cm_conn *c, struct cm_conn *lsn) {
   struct http_state *st = calloc(1, sizeof(*st));
   if (st == NULL) return NULL;
   st->keep_alive = true;
-  st->c = c;
+  st->id = c->id;
   if (c->is_accepted) {
     st->srv = srv_for(c, lsn);
     if (st->srv == NULL) {

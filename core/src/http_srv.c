@@ -50,6 +50,10 @@ void cm__http_srv_drop(struct cm__http_srv *s) {
 
 const struct cm_http_limits *cm__http_srv_limits(const struct cm__http_srv *s) { return &s->lim; }
 
+struct cm_mgr *cm__http_srv_mgr(const struct cm__http_srv *s) {
+  return s->mgr;
+}
+
 /* The timeout of queue `q`; 0: that deadline is disabled. */
 static uint32_t timeout_of(const struct cm__http_srv *s, int q) {
   return q == CM__HTTP_Q_HEAD ? s->lim.head_timeout_ms : s->lim.idle_timeout_ms;

@@ -106,6 +106,7 @@ struct cm__http_srv *cm__http_srv_new(struct cm_mgr *mgr, const struct cm_http_l
 void cm__http_srv_hold(struct cm__http_srv *s);
 void cm__http_srv_drop(struct cm__http_srv *s); /* the last one frees; NULL is fine */
 const struct cm_http_limits *cm__http_srv_limits(const struct cm__http_srv *s);
+struct cm_mgr *cm__http_srv_mgr(const struct cm__http_srv *s);
 /* Put `w` at the tail of queue `q`, stamped now (CM__HTTP_Q_NONE: out of
  * both; a queue whose timeout is 0 counts as NONE).  Already in `q`: it
  * keeps its place and stamp. */

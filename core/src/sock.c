@@ -251,8 +251,9 @@ void cm__sock_read(struct cm_conn *c) {
   size_t asked = 0;
   ssize_t n = recv_some(c, &rc, &asked);
   /* Only a read that filled its buffer may have left bytes behind, or the
-   * EOF of a peer that shut down (no edge announces it again). */
-  c->can_read = n > 0 && ((size_t) n == asked || c->peer_shut);
+   * EOF of a peer that shut down, or an interrupted one everything (no edge
+   * announces them again). */
+  c->can_read = n > 0 ? (size_t) n == asked || c->peer_shut : n < 0 && errno == EINTR;
   if (rc != 0) {
     cm_error(c, rc == -CM_EFULL ? "MG_MAX_RECV_SIZE" : "OOM");
   } else if (n > 0) {

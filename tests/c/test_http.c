@@ -1000,6 +1000,47 @@ static void test_idle_after_listener(void) {
   cm_mgr_free(&f.mgr);
 }
 
+/* A connection whose protocol is replaced outside the HTTP events (by
+ * hand, between polls) and then closed leaves its HTTP state behind in a
+ * deadline queue: the deadline finds the connection gone and frees the
+ * state, without touching freed memory (ASan) or leaking it (LSan). */
+static struct cm_conn *accepted;
+static void grab(struct cm_conn *c, int ev, void *ev_data) {
+  (void) ev_data;
+  if (ev == CM_EV_ACCEPT) accepted = c;
+}
+
+static void test_idle_after_switch(void) {
+  struct cm_mgr mgr;
+  struct cm_http_limits lim;
+  cm_http_limits_init(&lim);
+  lim.idle_timeout_ms = 100;
+  accepted = NULL;
+  ASSERT(cm_mgr_init(&mgr) == 0);
+  struct cm_conn *lsn = cm_http_listen_opts(&mgr, "http://127.0.0.1:0", &lim, grab, NULL);
+  ASSERT(lsn != NULL);
+  int a = cm_test_peer_connect(lsn->loc.port);
+  uint64_t end = cm_millis() + WAIT_MS;
+  while (accepted == NULL && cm_millis() < end) cm_mgr_poll(&mgr, 5);
+  ASSERT(accepted != NULL);
+  struct cm_conn *first = accepted;
+  accepted = NULL;
+  int b = cm_test_peer_connect(lsn->loc.port);
+  while (accepted == NULL && cm_millis() < end) cm_mgr_poll(&mgr, 5);
+  ASSERT(accepted != NULL);
+  first->pfn = NULL; /* a raw connection from now on */
+  cm_close(first);
+  /* the other one still times out as usual, after the first one's
+   * deadline, which reclaimed the state the switch left behind */
+  struct inbox ina = {0}, inb = {0};
+  peer_wait(&mgr, a, &ina, SIZE_MAX);
+  peer_wait(&mgr, b, &inb, SIZE_MAX);
+  ASSERT(ina.eof && inb.eof);
+  close(a);
+  close(b);
+  cm_mgr_free(&mgr);
+}
+
 /* A deferred answer is the application's business: no idle timeout while
  * it is owed, and the idle time starts when it is finished. */
 static void test_idle_deferred(void) {
@@ -1255,6 +1296,7 @@ int main(void) {
   RUN(test_idle_timeout);
   RUN(test_idle_deferred);
   RUN(test_idle_after_listener);
+  RUN(test_idle_after_switch);
   RUN(test_chunk_format);
   RUN(test_chunked_stream);
   RUN(test_out_tracker);

@@ -109,7 +109,11 @@ struct cm_conn *cm_http_listen_opts(struct cm_mgr *mgr, const char *url, const s
  * writes its request (usually on CM_EV_CONNECT); responses arrive as
  * CM_EV_HTTP_MSG.  Same contract as cm_connect(). */
 struct cm_conn *cm_http_connect(struct cm_mgr *mgr, const char *url, cm_handler_fn fn, void *fn_data);
-/* The HTTP protocol handler, for setting c->pfn by hand. */
+/* The HTTP protocol handler, for setting c->pfn by hand.  Replacing it on
+ * a connection is best done from one of its HTTP events (it then lets go of
+ * the connection at once); replaced elsewhere, its state on an accepted
+ * connection is reclaimed at the next deadline, or lost if the manager is
+ * freed first. */
 void cm_http_handler(struct cm_conn *c, int ev, void *ev_data);
 
 /* Send a complete response: "HTTP/1.1 <status> <reason>\r\n", then
