@@ -639,9 +639,11 @@ static size_t status_line(char *buf, int status) {
 }
 
 /* "Content-Length: n" and the blank line into `buf` (48 bytes).  1xx and
- * 204 responses must not carry the field (RFC 9110 §8.6), nor a body. */
+ * 204 responses must not carry the field (RFC 9110 §8.6), nor a body; nor
+ * an empty 304, whose length would have to be that of the 200 it stands
+ * for (same section), which only the application knows. */
 static size_t reply_tail(char *buf, int status, size_t len) {
-  if (status < 200 || status == 204) {
+  if (status < 200 || status == 204 || (status == 304 && len == 0)) {
     memcpy(buf, "\r\n", 2);
     return 2;
   }

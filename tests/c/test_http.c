@@ -475,6 +475,10 @@ static void test_reply_shapes(void) {
   ASSERT(c.send.len == sizeof(w2) - 1 && memcmp(cm_iobuf_data(&c.send), w2, c.send.len) == 0);
   ASSERT(!cm_http_reply(&c, 204, NULL, 0, "x", 1)); /* 204 has no content */
   cm_iobuf_consume(&c.send, c.send.len);
+  ASSERT(cm_http_reply(&c, 304, "Etag: \"1\"\r\n", 11, NULL, 0)); /* no length: not the 200's */
+  static const char w3[] = "HTTP/1.1 304 Not Modified\r\nEtag: \"1\"\r\n\r\n";
+  ASSERT(c.send.len == sizeof(w3) - 1 && memcmp(cm_iobuf_data(&c.send), w3, c.send.len) == 0);
+  cm_iobuf_consume(&c.send, c.send.len);
   /* an interim response neither has a length nor finishes the request */
   c.is_resp = 1;
   ASSERT(cm_http_reply(&c, 100, NULL, 0, NULL, 0));
