@@ -171,21 +171,28 @@ static PyObject *connection_set_handler(ConnectionObject *self, PyObject *handle
   Py_RETURN_NONE;
 }
 
-static PyObject *connection_send(ConnectionObject *self, PyObject *data) {
+/* Hand the bytes of `data` to `put` (cm_http_send, cm_http_chunk);
+ * RuntimeError(`failed`) if it refuses them.  A closing connection drops
+ * unsent data anyway (cm_close), so sending to it is not an error (as with
+ * Mongoose, where it is a no-op). */
+static PyObject *put_data(ConnectionObject *self, PyObject *data,
+                          bool (*put)(struct cm_conn *, const void *, size_t), const char *failed) {
   struct cm_conn *c = live(self);
   ext_data d;
   if (c == NULL || ext_data_get(data, &d, "data") < 0) return NULL;
-  /* A closing connection drops unsent data anyway (cm_close), so sending
-   * to it is not an error (as with Mongoose, where it is a no-op).
-   * cm_http_send is cm_send, except that on an HTTP client it follows the
-   * requests written, so the response to a HEAD is framed without a body. */
-  bool ok = c->is_closing || cm_http_send(c, d.buf, (size_t) d.len);
+  bool ok = c->is_closing || put(c, d.buf, (size_t) d.len);
   ext_data_release(&d);
   if (!ok) {
-    PyErr_SetString(PyExc_RuntimeError, "mg_send failed");
+    PyErr_SetString(PyExc_RuntimeError, failed);
     return NULL;
   }
   Py_RETURN_NONE;
+}
+
+/* cm_http_send is cm_send, except that on an HTTP client it follows the
+ * requests written, so the response to a HEAD is framed without a body. */
+static PyObject *connection_send(ConnectionObject *self, PyObject *data) {
+  return put_data(self, data, cm_http_send, "mg_send failed");
 }
 
 /* A growing byte buffer for the header block of a reply; typical headers
@@ -619,18 +626,9 @@ static PyObject *connection_serve_file(ConnectionObject *self, PyObject *const *
   return do_serve(self, a, false);
 }
 
+/* b"" sends the last chunk and finishes the response (Decision 5). */
 static PyObject *connection_http_chunk(ConnectionObject *self, PyObject *data) {
-  struct cm_conn *c = live(self);
-  ext_data d;
-  if (c == NULL || ext_data_get(data, &d, "data") < 0) return NULL;
-  /* b"" sends the last chunk and finishes the response (Decision 5). */
-  bool ok = c->is_closing || cm_http_chunk(c, d.buf, (size_t) d.len);
-  ext_data_release(&d);
-  if (!ok) {
-    PyErr_SetString(PyExc_RuntimeError, "http_chunk failed");
-    return NULL;
-  }
-  Py_RETURN_NONE;
+  return put_data(self, data, cm_http_chunk, "http_chunk failed");
 }
 
 static PyObject *connection_http_sse(ConnectionObject *self, PyObject *const *args, Py_ssize_t nargs,

@@ -53,14 +53,14 @@ static void reset(struct http_state *st) {
   st->kind = BODY_LENGTH;
 }
 
-void cm_http_limits_init(struct cm_http_limits *lim) {
-  lim->max_head = CM_HTTP_MAX_HEAD;
-  lim->max_headers = CM_HTTP_MAX_FIELDS;
-  lim->max_uri = CM_HTTP_MAX_URI;
-  lim->max_body = CM_HTTP_MAX_BODY;
-  lim->head_timeout_ms = CM_HTTP_HEAD_TIMEOUT_MS;
-  lim->idle_timeout_ms = CM_HTTP_IDLE_TIMEOUT_MS;
-}
+/* The defaults (cm/http.h); also the limits of a connection whose state
+ * has no listener (a client). */
+static const struct cm_http_limits default_limits = {
+    CM_HTTP_MAX_HEAD, CM_HTTP_MAX_FIELDS,      CM_HTTP_MAX_URI,
+    CM_HTTP_MAX_BODY, CM_HTTP_HEAD_TIMEOUT_MS, CM_HTTP_IDLE_TIMEOUT_MS,
+};
+
+void cm_http_limits_init(struct cm_http_limits *lim) { *lim = default_limits; }
 
 /* Our state on `c`, or NULL if c is not (or no longer) an HTTP connection. */
 static struct http_state *ours(const struct cm_conn *c) {
@@ -75,12 +75,6 @@ static void free_state(struct http_state *st) {
   cm__http_out_free(st->out);
   free(st);
 }
-
-/* Limits of a connection whose state has no listener (a client). */
-static const struct cm_http_limits default_limits = {
-    CM_HTTP_MAX_HEAD, CM_HTTP_MAX_FIELDS,      CM_HTTP_MAX_URI,
-    CM_HTTP_MAX_BODY, CM_HTTP_HEAD_TIMEOUT_MS, CM_HTTP_IDLE_TIMEOUT_MS,
-};
 
 static const struct cm_http_limits *limits(const struct http_state *st) {
   return st->srv != NULL ? cm__http_srv_limits(st->srv) : &default_limits;
