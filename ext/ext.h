@@ -121,6 +121,14 @@ typedef struct {
   Py_buffer view; /* used when view.obj != NULL */
 } ext_data;
 
+/* A growing byte buffer (header blocks and the like); typical contents fit
+ * in the inline part, so most uses allocate nothing. */
+struct ext_buf {
+  char *p;              /* inline_buf or PyMem memory */
+  size_t len, cap;      /* bytes used / available at p */
+  char inline_buf[512]; /* the first 512 bytes */
+};
+
 /* A PyMethodDef's function and flags for f(self, args, kwargs). */
 #define KW_METHOD(f) (PyCFunction)(void (*)(void))(f), METH_VARARGS | METH_KEYWORDS
 /* A hot method taking vectorcall arguments (see ext_args). */
@@ -129,11 +137,35 @@ typedef struct {
 /* module.c */
 extern PyType_Spec Manager_spec, Connection_spec, HttpMessage_spec, Timer_spec;
 
+/* Method tables (NULL-terminated).  Each protocol file adds its methods to
+ * Connection and Manager in a table of its own, and module.c joins the
+ * tables (connection_tables, manager_tables) into the types, so no file
+ * has to know every protocol. */
+extern PyMethodDef connection_methods[];      /* connection.c: every connection */
+extern PyMethodDef http_connection_methods[]; /* http.c */
+extern PyMethodDef manager_methods[];         /* manager.c */
+
 /* util.c */
 extern PyMethodDef util_methods[];
 /* Fill `d` from a str or bytes-like object; TypeError naming `what` else. */
 int ext_data_get(PyObject *obj, ext_data *d, const char *what);
 void ext_data_release(ext_data *d);
+void ext_buf_init(struct ext_buf *b);
+void ext_buf_free(struct ext_buf *b);
+/* Make room for `n` more bytes; -1 with MemoryError. */
+int ext_buf_reserve(struct ext_buf *b, size_t n);
+/* Append `n` bytes; -1 with MemoryError. */
+int ext_buf_add(struct ext_buf *b, const char *s, size_t n);
+/* True if the `n` bytes hold a CR, LF or NUL (header injection). */
+bool ext_has_crlf_nul(const char *s, Py_ssize_t n);
+/* An optional str argument as UTF-8 without NULs: *out is NULL (and *len
+ * 0) when `obj` is NULL or "".  TypeError naming `what` if not a str,
+ * ValueError for an embedded NUL.  `len` may be NULL. */
+int ext_opt_text(PyObject *obj, const char *what, const char **out, Py_ssize_t *len);
+/* An optional path argument (str, bytes or os.PathLike, as open() takes):
+ * *keep gets the encoded bytes object (the caller releases it), *out its
+ * text; both NULL when absent or empty. */
+int ext_opt_path(PyObject *obj, PyObject **keep, const char **out);
 /* A Python int as a C int (OverflowError outside its range). */
 int ext_as_int(PyObject *obj, int *out);
 /* `module.name`, imported on first use and kept in `*slot` (a module-state
@@ -167,6 +199,28 @@ void manager_update_events(ManagerObject *m, ConnectionObject *conn);
 ConnectionObject *connection_new(cm_state *st, struct cm_conn *c);
 /* The core connection is gone: the object keeps only safe defaults. */
 void connection_detach(ConnectionObject *conn);
+/* The core connection of `self`, or NULL with
+ * RuntimeError("Connection has been closed"). */
+struct cm_conn *connection_live(ConnectionObject *self);
+/* Hand the bytes of `data` (str as UTF-8, or bytes-like) to `put`
+ * (cm_send, cm_http_chunk, ...): None, or NULL with RuntimeError(`failed`)
+ * if it refuses them; a closing connection takes and drops them. */
+PyObject *connection_put(ConnectionObject *self, PyObject *data,
+                         bool (*put)(struct cm_conn *, const void *, size_t), const char *failed);
+/* Around a core call that may fire events synchronously (cm_error, a
+ * resolved literal, an upgrade): our handlers then run inside it.  Hold
+ * the manager so a handler dropping the last reference cannot free it
+ * under the core; release re-raises a handler's BaseException when no
+ * poll() will (-1 with it set, else 0). */
+ManagerObject *ext_hold_manager(struct cm_conn *c);
+int ext_release_manager(ManagerObject *m);
+
+/* http.c */
+/* Append "name: value\r\n" for each item of the dict `headers`, checked as
+ * SPEC 1.5 says (CR, LF or NUL -> ValueError with its texts; TypeError if
+ * not a dict).  With `skip_ct`, a Content-Type item is left out; *any_ct
+ * tells whether one was given.  -1 with an exception set. */
+int ext_headers_add(struct ext_buf *b, PyObject *headers, bool skip_ct, bool *any_ct);
 
 /* message.c */
 PyObject *http_message_new(cm_state *st, const struct cm_http_msg *hm);

@@ -829,7 +829,9 @@ static void manager_dealloc(ManagerObject *self) {
   Py_DECREF(tp);
 }
 
-static PyMethodDef manager_methods[] = {
+/* The methods of the loop itself; each protocol adds its own table (see
+ * manager_tables in module.c). */
+PyMethodDef manager_methods[] = {
     {"poll", KW_METHOD(manager_poll),
      "poll($self, /, timeout_ms=0)\n--\n\nRun one event-loop iteration (negative timeout: block)."},
     {"listen", KW_METHOD(manager_listen),
@@ -875,7 +877,7 @@ static PyType_Slot manager_slots[] = {
     {Py_tp_dealloc, manager_dealloc},
     {Py_tp_traverse, manager_traverse},
     {Py_tp_clear, manager_clear},
-    {Py_tp_methods, manager_methods},
+    {Py_tp_methods, NULL}, /* module.c: manager_methods joined with the protocols' */
     {Py_tp_getset, manager_getset},
     {Py_tp_members, manager_members},
     {0, NULL},
