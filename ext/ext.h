@@ -49,6 +49,14 @@ static inline cm_state *get_state_by_type(PyTypeObject *tp) {
 
 typedef struct TimerObject TimerObject;
 
+/* The message views (HttpMessage; WsMessage and MqttMessage as they come)
+ * are made and invalidated by one mechanism in manager.c: a view borrows the
+ * core message of its event and is invalid (msg NULL) once the handler
+ * returns; a view nobody kept is reused for the next event of its kind, so
+ * a message costs no allocation.  Each kind has its type in cm_state (see
+ * view_type() in manager.c). */
+enum view_kind { VIEW_NONE, VIEW_HTTP, VIEW_KINDS };
+
 /* Handlers other than the default whose event masks a manager remembers:
  * one per listener with a handler of its own is typical. */
 #define SEEN_HANDLERS 4
@@ -68,7 +76,7 @@ typedef struct {
   uint64_t seen_events[SEEN_HANDLERS]; /* ... and their events (see handler_events) */
   unsigned seen_next;                  /* the slot to replace next */
   uint64_t default_events;             /* events of `handler` */
-  PyObject *spare_view;                /* an invalid HttpMessage kept for the next event (strong) */
+  PyObject *spare[VIEW_KINDS];         /* an invalid view of each kind, kept for reuse (strong) */
   TimerObject *timers;                 /* running timers; each link holds a reference */
   TimerObject *cancels;                /* Timer.cancel() queue; each link holds a reference */
   struct cm_wakeup *wakeup;            /* our reference to the wakeup channel, or NULL */
@@ -94,11 +102,18 @@ typedef struct {
   PyObject *weakreflist; /* weak references to us */
 } ConnectionObject;
 
-/* HttpMessage: a view of a core message, valid only during its event. */
+/* What every view starts with. */
+typedef struct {
+  PyObject ob_base; /* PyObject_HEAD */
+  const void *msg;  /* borrowed from the event; NULL when invalid */
+} ViewObject;
+
+/* HttpMessage: a view of a struct cm_http_msg (the layout of ViewObject). */
 typedef struct {
   PyObject ob_base;             /* PyObject_HEAD */
   const struct cm_http_msg *hm; /* borrowed from the event; NULL when invalid */
 } HttpMessageObject;
+_Static_assert(offsetof(HttpMessageObject, hm) == offsetof(ViewObject, msg), "a view starts like ViewObject");
 
 /* Timer: embeds the core timer, so the object must outlive its scheduling:
  * while it runs, the manager's `timers` list holds a reference to it. */
@@ -222,9 +237,7 @@ int ext_release_manager(ManagerObject *m);
  * tells whether one was given.  -1 with an exception set. */
 int ext_headers_add(struct ext_buf *b, PyObject *headers, bool skip_ct, bool *any_ct);
 
-/* message.c */
-PyObject *http_message_new(cm_state *st, const struct cm_http_msg *hm);
-void http_message_invalidate(PyObject *view);
+/* message.c: HttpMessage_spec (views are made by manager.c). */
 
 /* timer.c */
 PyObject *timer_start(ManagerObject *m, uint64_t ms, PyObject *callback, unsigned flags);
