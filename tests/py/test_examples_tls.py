@@ -48,7 +48,8 @@ def start_server(cert_dir: Path) -> tuple[subprocess.Popen, int]:
     m = re.search(r"https://127\.0\.0\.1:(\d+)/", line)
     if not m:
         proc.kill()
-        raise AssertionError(f"no URL printed: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+        err = proc.stderr.read() if proc.stderr else ""
+        raise AssertionError(f"no URL printed: {line!r} {err}")
     return proc, int(m.group(1))
 
 
@@ -62,7 +63,8 @@ def test_https_examples(cert_dir, curl):
     url = f"https://localhost:{port}/"
     try:
         r = subprocess.run([curl, "-sS", "--noproxy", "*", "--max-time", "20", "--cacert",
-                            str(cert_dir / "ca.pem"), url + "info"], capture_output=True, timeout=30)
+                            str(cert_dir / "ca.pem"), url + "info"],
+                           capture_output=True, timeout=30)
         assert r.returncode == 0, r.stderr
         assert b'"tls": true' in r.stdout and b'"handshake": true' in r.stdout
         ok = client(url, CA=str(cert_dir / "ca.pem"))
