@@ -77,7 +77,7 @@ long cm__tls_write(struct cm_conn *c, size_t want); /* as cm__sock_write, encryp
 bool cm__tls_pump(struct cm_conn *c);
 void cm__tls_accepted(struct cm_conn *c, struct cm_conn *lsn); /* after CM_EV_ACCEPT: inherit */
 void cm__tls_connected(struct cm_conn *c);                     /* after CM_EV_CONNECT: start */
-/* A client of a TLS URL: remember its host, the default SNI / host name. */
+/* A TCP client: remember the host of its URL, the default SNI / host name. */
 void cm__tls_note_host(struct cm_conn *c, struct cm_str host);
 
 /* resolve.c: name lookups on worker threads (cm/resolve.h).  Starts looking

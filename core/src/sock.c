@@ -145,10 +145,12 @@ struct cm_conn *cm__connect(struct cm_mgr *mgr, const char *url, cm_handler_fn p
   c->pfn = pfn;
   c->fn = fn;
   c->fn_data = fn_data;
-  if (c->is_tls && !c->is_udp) {
+  if (!c->is_udp) {
+    /* The name a TLS client verifies unless told otherwise, whatever the
+     * scheme (tls_init may come on a tcp:// connection too). */
     struct cm_url u;
     cm_url_split(url, &u);
-    cm__tls_note_host(c, u.host); /* the default name to verify */
+    cm__tls_note_host(c, u.host);
   }
   cm_call(c, CM_EV_OPEN, NULL);
   if (c->is_closing) return c;

@@ -650,7 +650,8 @@ void cm__tls_read(struct cm_conn *c) {
   }
   if (err == SSL_ERROR_NONE || err == SSL_ERROR_WANT_READ) return;
   if (err == SSL_ERROR_WANT_WRITE) {
-    c->tls_want_write = 1;
+    c->tls_want_write = 1; /* OUT interest; the writable edge reads again (cm__tls_pump) */
+    c->can_write = 0;
     return;
   }
   if (err == SSL_ERROR_ZERO_RETURN || (t->saw_eof && ERR_peek_error() == 0) || t->sys_err == ECONNRESET) {
