@@ -268,14 +268,14 @@ class TlsOpts:
     key: bytes
     name: bytes
     skip_verification: bool
-    def __init__(
-        self,
+    def __new__(
+        cls,
         ca: str | Buffer | None = None,
         cert: str | Buffer | None = None,
         key: str | Buffer | None = None,
         name: str | Buffer | None = None,
         skip_verification: bool = False,
-    ) -> None: ...
+    ) -> TlsOpts: ...
 
 @final
 class Timer:
