@@ -21,6 +21,10 @@
  * share one, and so do connections that call cm_tls_init() with equal
  * options in CM_EV_ACCEPT.  Sharing the SSL_CTX is what makes session
  * resumption work on the server (tickets and the session cache live there).
+ * A context nobody holds any more stays cached (the IDLE_CTX_MAX most
+ * recently used ones): with tls_init in CM_EV_ACCEPT, each connection
+ * holds it only while it lives, and the next one must find the same
+ * context, its ticket keys included, without parsing the PEM again.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -40,6 +44,7 @@
 #define HS_TIMEOUT_MS 10000u    /* default handshake deadline (mgr->tls_hs_timeout_ms) */
 #define READ_BUDGET (64u << 10) /* plaintext bytes per read turn (the scratch size) */
 #define SESS_CACHE_SIZE 1024    /* server session cache entries per SSL_CTX (bounded) */
+#define IDLE_CTX_MAX 8          /* unreferenced contexts kept for reuse */
 
 /* One cached SSL_CTX. */
 struct ctx_entry {
@@ -296,9 +301,13 @@ static struct ctx_entry *ctx_get(const struct cm_tls_opts *o, bool server, char 
     return NULL;
   }
   pthread_mutex_lock(&cache_lock);
-  struct ctx_entry *e = cache;
-  while (e != NULL && memcmp(e->key, key, sizeof(key)) != 0) e = e->next;
-  if (e == NULL) {
+  struct ctx_entry **p = &cache, *e;
+  while ((e = *p) != NULL && memcmp(e->key, key, sizeof(key)) != 0) p = &e->next;
+  if (e != NULL) { /* most recently used first */
+    *p = e->next;
+    e->next = cache;
+    cache = e;
+  } else {
     SSL_CTX *ctx = make_ctx(o, server, err, size);
     e = ctx != NULL ? calloc(1, sizeof(*e)) : NULL;
     if (e != NULL) {
@@ -316,16 +325,25 @@ static struct ctx_entry *ctx_get(const struct cm_tls_opts *o, bool server, char 
   return e;
 }
 
+/* Free the unreferenced contexts beyond the IDLE_CTX_MAX most recent. */
+static void ctx_trim(void) {
+  unsigned idle = 0;
+  struct ctx_entry **p = &cache, *e;
+  while ((e = *p) != NULL) {
+    if (e->refs == 0 && ++idle > IDLE_CTX_MAX) {
+      *p = e->next;
+      SSL_CTX_free(e->ctx);
+      free(e);
+    } else {
+      p = &e->next;
+    }
+  }
+}
+
 static void ctx_drop(struct ctx_entry *e) {
   if (e == NULL) return;
   pthread_mutex_lock(&cache_lock);
-  if (--e->refs == 0) {
-    struct ctx_entry **p = &cache;
-    while (*p != e) p = &(*p)->next;
-    *p = e->next;
-    SSL_CTX_free(e->ctx);
-    free(e);
-  }
+  if (--e->refs == 0) ctx_trim();
   pthread_mutex_unlock(&cache_lock);
 }
 

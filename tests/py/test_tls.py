@@ -316,8 +316,9 @@ def client_get(mgr: Manager, url: str, opts: TlsOpts | None, got: list[Any]) -> 
 class SServer:
     """``openssl s_server -www`` on a free port with `pem` (chain and key)."""
 
-    def __init__(self, pem: tls_certs.Pem, chain: tls_certs.Pem | None = None):
-        extra = ["-cert_chain", str(chain.cert_path)] if chain else []
+    def __init__(self, pem: tls_certs.Pem, chain: tls_certs.Pem | None = None,
+                 extra: tuple[str, ...] = ()):
+        extra = [*(["-cert_chain", str(chain.cert_path)] if chain else []), *extra]
         self.proc = subprocess.Popen(
             ["openssl", "s_server", "-accept", f"{HOST}:0", "-cert", str(pem.cert_path),
              "-key", str(pem.key_path), *extra, "-www", "-naccept", "20"],
@@ -347,8 +348,9 @@ def s_server():
         pytest.skip("openssl is not installed")
     started: list[SServer] = []
 
-    def start(pem: tls_certs.Pem, chain: tls_certs.Pem | None = None) -> SServer:
-        s = SServer(pem, chain)
+    def start(pem: tls_certs.Pem, chain: tls_certs.Pem | None = None,
+              extra: tuple[str, ...] = ()) -> SServer:
+        s = SServer(pem, chain, extra)
         started.append(s)
         return s
 
@@ -363,6 +365,16 @@ def test_client_against_s_server(make_manager, certs, s_server):
     client_get(make_manager(), f"https://localhost:{srv.port}/", TlsOpts(ca=certs.root.cert), got)
     assert isinstance(got[0], tuple), got
     assert got[0][0] == 200 and b"s_server" in got[0][1]
+
+
+@pytest.mark.parametrize("version", ["-tls1_2", "-tls1_3"])
+def test_client_tls12_and_13(make_manager, certs, s_server, version):
+    srv = s_server(certs.ec_cn, extra=(version,))
+    got: list[Any] = []
+    client_get(make_manager(), f"https://127.0.0.1:{srv.port}/",
+               TlsOpts(ca=certs.root.cert, name="localhost"), got)
+    assert isinstance(got[0], tuple) and got[0][0] == 200, got
+    assert (b"TLSv1.2" if version == "-tls1_2" else b"TLSv1.3") in got[0][1]
 
 
 @pytest.mark.parametrize("case,want", [
@@ -490,6 +502,35 @@ def test_tls_init_in_accept_replaces_listener_options(make_manager, certs):
     got: list[Any] = []
     client_get(mgr, f"https://localhost:{lsn.local_addr[1]}", TlsOpts(ca=certs.root.cert), got)
     assert got == [(200, b"accepted")]
+
+
+def test_accept_pattern_shares_context_and_resumes(make_manager, certs):
+    """tls_init in MG_EV_ACCEPT with equal options on every connection: one cached
+    SSL_CTX, so a session made on one connection resumes on the next."""
+    mgr = make_manager()
+    pem = (certs.leaf.cert, certs.leaf.key)
+
+    def server(conn: Any, ev: int, data: Any) -> None:
+        if ev == MG_EV_ACCEPT:
+            conn.tls_init(TlsOpts(cert=pem[0], key=pem[1]))  # a new TlsOpts each time
+        elif ev == MG_EV_HTTP_MSG:
+            conn.reply(200, "ok")
+
+    port = mgr.listen(f"http://{HOST}:0", server).local_addr[1]
+    ctx = ssl.create_default_context(cafile=str(certs.root.cert_path))
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # the session exists right after the handshake
+    with serve(mgr):
+        session = None
+        reused = []
+        for _ in range(3):
+            with socket.create_connection((HOST, port), timeout=10) as raw, \
+                    ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                data, _ = recv_until_eof(s, timeout=10)
+                assert data.endswith(b"ok")
+                reused.append(s.session_reused)
+                session = s.session
+    assert reused == [False, True, True]
 
 
 def test_tls_init_never_raises(make_manager, certs):
