@@ -289,6 +289,7 @@ class Manager:
         max_body: int | None = None,
         head_timeout_ms: int | None = None,
         idle_timeout_ms: int | None = None,
+        reuse_port: bool = False,
     ) -> Connection:
         """Listen on ``url``; returns the listener.
 
@@ -320,6 +321,12 @@ class Manager:
     ) -> Timer: ...
     def run(self, poll_ms: int = 100) -> None: ...
     def close(self) -> None: ...
+    def stats(self) -> dict[str, Any]:
+        """Counters of the loop: ``connections_open``, ``connections_accepted``,
+        ``bytes_in``, ``bytes_out``, ``http_requests``, ``http_responses`` (a dict
+        ``1xx``..``5xx``, ``other``), ``errors``, ``wakeups``, ``iterations``,
+        ``loop_lag_ms`` (how late the last iteration's wait ended past its
+        deadline) and ``loop_lag_max_ms`` (the largest of the last 64)."""
     @property
     def connections(self) -> tuple[Connection, ...]: ...
     @property
