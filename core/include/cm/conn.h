@@ -53,18 +53,18 @@ struct cm_conn {
   unsigned is_resp : 1;      /* protocol: a response is in progress */
   unsigned is_throttled : 1; /* protocol: paused at mgr->send_hiwat; the loop resumes it below */
   /* private */
-  int fd;                      /* socket, eventfd, or -1 */
-  unsigned ev_mask;            /* epoll interest currently registered */
-  unsigned is_pending : 1;     /* on mgr->pending */
-  unsigned want_resume : 1;    /* fire a synthetic CM_EV_READ in the pending phase */
-  unsigned want_poll : 1;      /* receives CM_EV_POLL (see cm_conn_set_poll) */
-  unsigned on_pollers : 1;     /* linked on mgr->pollers */
-  unsigned can_read : 1;       /* edge-triggered: bytes may wait unread */
-  unsigned can_write : 1;      /* edge-triggered: the socket may have room */
-  unsigned peer_shut : 1;      /* the peer's FIN was reported: read to EOF */
-  unsigned resp_class : 3;     /* HTTP response in progress: 0 unseen, 1-5 status/100, 7 other */
-  struct cm__fsrc *fsrc;       /* file being sent (cm_send_fd), or NULL */
-  struct cm_conn *next, *prev; /* mgr->conns list */
+  int fd;                                    /* socket, eventfd, or -1 */
+  unsigned ev_mask;                          /* epoll interest currently registered */
+  unsigned is_pending : 1;                   /* on mgr->pending */
+  unsigned want_resume : 1;                  /* fire a synthetic CM_EV_READ in the pending phase */
+  unsigned want_poll : 1;                    /* receives CM_EV_POLL (see cm_conn_set_poll) */
+  unsigned on_pollers : 1;                   /* linked on mgr->pollers */
+  unsigned can_read : 1;                     /* edge-triggered: bytes may wait unread */
+  unsigned can_write : 1;                    /* edge-triggered: the socket may have room */
+  unsigned peer_shut : 1;                    /* the peer's FIN was reported: read to EOF */
+  unsigned resp_class : 3;                   /* HTTP response: status/100, 0 unseen, 7 other */
+  struct cm__fsrc *fsrc;                     /* file being sent (cm_send_fd), or NULL */
+  struct cm_conn *next, *prev;               /* mgr->conns list */
   struct cm_conn *next_poller, *prev_poller; /* mgr->pollers list */
   struct cm_conn *next_pending;              /* mgr->pending list */
 };
