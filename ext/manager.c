@@ -610,6 +610,21 @@ static PyObject *manager_stats(ManagerObject *self, PyObject *Py_UNUSED(ignored)
                        st.lag_max_ms);
 }
 
+/* Manager.fileno() and Manager.timeout(): what another event loop needs to
+ * drive this one with poll(0) (the ASGI server runs it inside asyncio). */
+static PyObject *manager_fileno(ManagerObject *self, PyObject *Py_UNUSED(ignored)) {
+  if (check_open(self) < 0) return NULL;
+  return PyLong_FromLong(cm_mgr_fd(&self->mgr));
+}
+
+static PyObject *manager_timeout(ManagerObject *self, PyObject *args, PyObject *kwargs) {
+  static char *kwlist[] = {"ms", NULL};
+  int ms = -1;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|i:timeout", kwlist, &ms)) return NULL;
+  if (check_open(self) < 0) return NULL;
+  return PyLong_FromLong(cm_mgr_timeout(&self->mgr, ms));
+}
+
 /* ---- wakeup, timers ----------------------------------------------------- */
 
 static PyObject *manager_wakeup(ManagerObject *self, PyObject *args, PyObject *kwargs) {
@@ -867,6 +882,11 @@ static PyMethodDef manager_methods[] = {
      "Listen on url; returns the listener.  HTTP listeners take limits (None: the default, 0: none):\n"
      "max_head and max_headers (431), max_uri (414), max_body (413), head_timeout_ms (408, close),\n"
      "idle_timeout_ms (close).  reuse_port=True sets SO_REUSEPORT: processes share the port."},
+    {"fileno", (PyCFunction) manager_fileno, METH_NOARGS,
+     "fileno($self, /)\n--\n\nThe loop's epoll descriptor: readable when poll(0) has I/O to do."},
+    {"timeout", KW_METHOD(manager_timeout),
+     "timeout($self, /, ms=-1)\n--\n\nHow long the loop may sleep now, at most ms: 0 when work is\n"
+     "pending, else until the next timer; -1 for no limit."},
     {"stats", (PyCFunction) manager_stats, METH_NOARGS,
      "stats($self, /)\n--\n\nCounters of the loop: connections, bytes, HTTP requests and responses\n"
      "by status class, errors, wakeups, iterations, and the loop lag in ms (last, max of recent)."},

@@ -193,6 +193,14 @@ void cm_mgr_stats(const struct cm_mgr *mgr, struct cm_mgr_stats *out) {
   }
 }
 
+int cm_mgr_fd(const struct cm_mgr *mgr) { return mgr->epfd; }
+
+int cm_mgr_timeout(struct cm_mgr *mgr, int ms) {
+  if (mgr->pending != NULL || mgr->nnew > 0) return 0;
+  if (!mgr->in_poll) mgr->now = cm_millis(); /* the timers count from now */
+  return cm__timers_timeout(mgr, ms);
+}
+
 int cm_mgr_poll(struct cm_mgr *mgr, int ms) {
   if (mgr->in_poll || mgr->epfd < 0) return -CM_EINVAL;
   mgr->in_poll = true;

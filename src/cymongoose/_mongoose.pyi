@@ -321,6 +321,11 @@ class Manager:
     ) -> Timer: ...
     def run(self, poll_ms: int = 100) -> None: ...
     def close(self) -> None: ...
+    def fileno(self) -> int:
+        """The loop's epoll descriptor: readable when ``poll(0)`` has I/O to do."""
+    def timeout(self, ms: int = -1) -> int:
+        """How long the loop may sleep now, at most ``ms``: 0 when work is pending,
+        else until the next timer; -1 for no limit."""
     def stats(self) -> dict[str, Any]:
         """Counters of the loop: ``connections_open``, ``connections_accepted``,
         ``bytes_in``, ``bytes_out``, ``http_requests``, ``http_responses`` (a dict

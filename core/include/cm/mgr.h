@@ -114,6 +114,14 @@ int cm_mgr_poll(struct cm_mgr *mgr, int ms);
 void cm_mgr_free(struct cm_mgr *mgr);
 /* The live connection with this id, or NULL (closed, unknown, internal). */
 struct cm_conn *cm_mgr_find(struct cm_mgr *mgr, uint64_t id);
+/* The epoll descriptor: it polls readable when an iteration would find I/O
+ * to do, so another event loop (asyncio) can drive this one, calling
+ * cm_mgr_poll(mgr, 0) when it is readable and when cm_mgr_timeout says. */
+int cm_mgr_fd(const struct cm_mgr *mgr);
+/* How long the loop may sleep now, at most `ms` (negative: no limit): 0 when
+ * work is pending (a flush, a resumed read, a close, a timer just added),
+ * else until the next timer; -1 for no limit. */
+int cm_mgr_timeout(struct cm_mgr *mgr, int ms);
 /* Copy the counters into `out`, with conns_open counted now and lag_max_ms
  * taken over the last CM_LAG_WINDOW iterations.  An iteration's lag is how
  * late its wait ended past the deadline it was computed for (the next
