@@ -78,7 +78,6 @@ from ._mongoose import (
     url_uri,
     url_user,
 )
-
 from .aio import AsyncManager
 
 __version__ = "0.1.0"

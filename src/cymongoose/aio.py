@@ -62,7 +62,9 @@ class AsyncManager:
             raise RuntimeError("AsyncManager is already started")
         self._loop = asyncio.get_running_loop()
         self._stop.clear()
-        self._manager = Manager(self._handler, enable_wakeup=True, error_handler=self._error_handler)
+        self._manager = Manager(
+            self._handler, enable_wakeup=True, error_handler=self._error_handler
+        )
         self._thread = threading.Thread(target=self._run, name="cymongoose-poll", daemon=True)
         self._thread.start()
         return self
@@ -132,7 +134,9 @@ class AsyncManager:
 
     # ---- the Manager's calls, serialised ------------------------------------------------
 
-    def listen(self, url: str, handler: Any = None, *, http: bool | None = None, **limits: Any) -> Connection:
+    def listen(
+        self, url: str, handler: Any = None, *, http: bool | None = None, **limits: Any
+    ) -> Connection:
         """``Manager.listen`` (limits and ``reuse_port`` are passed on)."""
         manager = self._locked()
         with self._lock:
@@ -163,7 +167,12 @@ class AsyncManager:
             return manager.sntp_connect(url, handler)  # type: ignore[attr-defined,no-any-return]
 
     def timer_add(
-        self, milliseconds: int, callback: Callable[[], object], *, repeat: bool = False, run_now: bool = False
+        self,
+        milliseconds: int,
+        callback: Callable[[], object],
+        *,
+        repeat: bool = False,
+        run_now: bool = False,
     ) -> Timer:
         """``Manager.timer_add``."""
         manager = self._locked()

@@ -38,7 +38,9 @@ __all__ = ["ASGIServer", "serve"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+ASGIApp = Callable[
+    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
+]
 
 _ASGI = {"version": "3.0", "spec_version": "2.4"}
 _BODY_PIECE = 64 << 10  # a request body reaches the app in pieces of this size
@@ -73,7 +75,9 @@ def _build_http_scope(
         "asgi": _ASGI,
         "http_version": proto[5:] if proto.startswith("HTTP/") else "1.1",
         "method": hm.method,
-        "scheme": ("https" if conn.is_tls else "http") if scope_type == "http" else ("wss" if conn.is_tls else "ws"),
+        "scheme": ("https" if conn.is_tls else "http")
+        if scope_type == "http"
+        else ("wss" if conn.is_tls else "ws"),
         "path": _path(uri),
         "raw_path": uri.encode("utf-8", "surrogateescape"),
         "query_string": hm.query.encode("utf-8", "surrogateescape"),
@@ -97,7 +101,9 @@ def _build_ws_scope(
     scope = _build_http_scope(hm, conn, root_path, state, "websocket")
     del scope["method"]
     protocols = hm.header("Sec-WebSocket-Protocol")
-    scope["subprotocols"] = [p.strip() for p in protocols.split(",") if p.strip()] if protocols else []
+    scope["subprotocols"] = (
+        [p.strip() for p in protocols.split(",") if p.strip()] if protocols else []
+    )
     return scope
 
 
@@ -292,7 +298,9 @@ class ASGIServer:
         if self._is_ws_upgrade(hm):
             self._on_ws_request(conn, hm)
             return
-        scope = _build_http_scope(hm, conn, self._root_path, self._state if self._lifespan_supported else None)
+        scope = _build_http_scope(
+            hm, conn, self._root_path, self._state if self._lifespan_supported else None
+        )
         st = _ConnState(conn, scope, hm.body_bytes)
         self._conns[st.id] = st
         st.task = self._loop.create_task(self._run_http(st))  # type: ignore[union-attr]
@@ -311,7 +319,12 @@ class ASGIServer:
 
     def _on_write(self, conn: Connection) -> None:
         st = self._conns.get(conn.id)
-        if st is not None and st.drained is not None and conn.send_len < _SEND_LOWAT and not st.drained.done():
+        if (
+            st is not None
+            and st.drained is not None
+            and conn.send_len < _SEND_LOWAT
+            and not st.drained.done()
+        ):
             st.drained.set_result(None)
 
     # ---- HTTP -----------------------------------------------------------------------------
@@ -448,7 +461,9 @@ class ASGIServer:
             conn.http_end()
         if self._access_log is not None:
             s = st.scope
-            self._access_log(f'{s["client"][0]} "{s["method"]} {s["path"]} HTTP/{s["http_version"]}" {st.status}')
+            self._access_log(
+                f'{s["client"][0]} "{s["method"]} {s["path"]} HTTP/{s["http_version"]}" {st.status}'
+            )
         self._schedule_flush()
 
     # ---- WebSocket --------------------------------------------------------------------------

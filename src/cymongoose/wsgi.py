@@ -25,7 +25,15 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from ._mongoose import MG_EV_CLOSE, MG_EV_HTTP_MSG, MG_EV_WAKEUP, MG_EV_WRITE, Connection, HttpMessage, Manager
+from ._mongoose import (
+    MG_EV_CLOSE,
+    MG_EV_HTTP_MSG,
+    MG_EV_WAKEUP,
+    MG_EV_WRITE,
+    Connection,
+    HttpMessage,
+    Manager,
+)
 
 __all__ = ["FileWrapper", "WSGIServer", "serve"]
 
@@ -119,7 +127,9 @@ def _build_environ(
         key = "HTTP_" + key
         old = environ.get(key)
         # RFC 9110 5.3: repeated fields join with commas (cookies with "; ", RFC 6265 5.4).
-        environ[key] = value if old is None else old + ("; " if key == "HTTP_COOKIE" else ", ") + value
+        environ[key] = (
+            value if old is None else old + ("; " if key == "HTTP_COOKIE" else ", ") + value
+        )
     return environ
 
 
@@ -290,7 +300,9 @@ class WSGIServer:
                 raise AssertionError("write() before start_response()")
             out.append(bytes(data))
 
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
             if exc_info is not None:
                 try:
                     if resp.sent:
@@ -350,7 +362,9 @@ class WSGIServer:
                 second = next(it, None)
                 if second is None:
                     if resp.status is None:
-                        raise RuntimeError("the application returned without calling start_response()")
+                        raise RuntimeError(
+                            "the application returned without calling start_response()"
+                        )
                     total = sum(map(len, out))
                     self._send_whole(conn_id, environ, resp, out, total, head_only)
                     return
@@ -394,7 +408,13 @@ class WSGIServer:
         return text.encode("latin-1")
 
     def _send_whole(
-        self, conn_id: int, environ: dict[str, Any], resp: _Response, out: list[bytes], total: int, head_only: bool
+        self,
+        conn_id: int,
+        environ: dict[str, Any],
+        resp: _Response,
+        out: list[bytes],
+        total: int,
+        head_only: bool,
     ) -> None:
         head = self._head(environ, resp, total)
         resp.sent = True
