@@ -75,7 +75,9 @@ def supervise(work: Callable[[], int], workers: int, graceful_timeout: float) ->
         if born is None:
             continue
         rc = os.waitstatus_to_exitcode(status)
-        if rc != 0 and time.monotonic() - born < _FAST_FAIL:
+        # A worker that exits with an error right away (bad port, lifespan startup failed)
+        # would fail again: stop.  One killed by a signal is replaced.
+        if rc > 0 and time.monotonic() - born < _FAST_FAIL:
             log.error("worker %d failed at start (exit %d): stopping", pid, rc)
             code = rc if rc > 0 else 1
             break
