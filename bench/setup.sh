@@ -28,7 +28,7 @@ if [[ -z ${PYTHON:-} ]]; then
 fi
 
 ORIG_VERSION=0.2.5
-PEER_PKGS=(uvicorn==0.54.0 httptools==0.9.0 uvloop==0.23.0 aiohttp==3.14.5)
+PEER_PKGS=(uvicorn==0.54.0 httptools==0.9.0 uvloop==0.23.0 aiohttp==3.14.5 gunicorn==27.0.1)
 # Build tools for our package: the pins of requirements-dev.txt, so the bench
 # build matches the developers' and CI's.
 BUILD_PKGS=($(grep -E '^(meson-python|meson|ninja)==' "$ROOT/requirements-dev.txt"))
