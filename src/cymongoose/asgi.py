@@ -43,6 +43,7 @@ ASGIApp = Callable[
 ]
 
 _ASGI = {"version": "3.0", "spec_version": "2.4"}
+_REASONS = {int(s): s.phrase.encode("ascii") for s in HTTPStatus}
 _BODY_PIECE = 64 << 10  # a request body reaches the app in pieces of this size
 _SEND_HIWAT = 256 << 10  # a streaming app waits while this much is unsent ...
 _SEND_LOWAT = 64 << 10  # ... until it drains below this
@@ -54,8 +55,17 @@ _ERROR_500 = (
 _WS_CLOSE = 8  # WebSocket close opcode (SPEC 1.2: not exported, hard-coded)
 
 
-def _path(uri: str) -> str:
-    return unquote(uri) if "%" in uri else uri
+def _addrs(conn: Connection) -> tuple[Any, Any]:
+    """(server, client) of a connection, kept in ``conn.userdata``: a keep-alive connection
+    asks the binding once, not per request."""
+    addrs = conn.userdata
+    if addrs is None:
+        local, remote = conn.local_addr, conn.remote_addr
+        addrs = conn.userdata = (
+            (local[0], local[1]) if local else None,
+            (remote[0], remote[1]) if remote else None,
+        )
+    return addrs  # type: ignore[no-any-return]
 
 
 def _build_http_scope(
@@ -68,17 +78,17 @@ def _build_http_scope(
     """The ASGI scope of the request `hm` (valid only during the handler call)."""
     uri = hm.uri
     proto = hm.proto
-    local = conn.local_addr
-    remote = conn.remote_addr
+    server, client = _addrs(conn)
+    tls = conn.is_tls
     scope: dict[str, Any] = {
         "type": scope_type,
         "asgi": _ASGI,
-        "http_version": proto[5:] if proto.startswith("HTTP/") else "1.1",
+        "http_version": "1.1" if proto == "HTTP/1.1" else proto[5:],
         "method": hm.method,
-        "scheme": ("https" if conn.is_tls else "http")
+        "scheme": ("https" if tls else "http")
         if scope_type == "http"
-        else ("wss" if conn.is_tls else "ws"),
-        "path": _path(uri),
+        else ("wss" if tls else "ws"),
+        "path": unquote(uri) if "%" in uri else uri,
         "raw_path": uri.encode("utf-8", "surrogateescape"),
         "query_string": hm.query.encode("utf-8", "surrogateescape"),
         "root_path": root_path,
@@ -86,8 +96,8 @@ def _build_http_scope(
             (k.lower().encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape"))
             for k, v in hm.headers()
         ],
-        "server": (local[0], local[1]) if local else None,
-        "client": (remote[0], remote[1]) if remote else None,
+        "server": server,
+        "client": client,
     }
     if state is not None:
         scope["state"] = state.copy()
@@ -251,7 +261,7 @@ class ASGIServer:
         if manager is None:
             return
         manager.poll(0)
-        if manager.timeout(0) == 0:
+        if manager.timeout() == 0:  # work left pending (a flush, a resumed read)
             self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -390,7 +400,7 @@ class ASGIServer:
         status = st.status
         if not status:
             raise RuntimeError("http.response.body before http.response.start")
-        parts = [b"HTTP/1.1 %d %s\r\n" % (status, _reason(status))]
+        parts = [b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b""))]
         has_length = False
         for name, value in st.headers:
             lname = name.lower()
@@ -398,19 +408,19 @@ class ASGIServer:
                 has_length = True
             elif lname == b"connection" and value.lower() == b"close":
                 st.close_after = True
-            parts.append(b"%s: %s\r\n" % (name, value))
-        bodiless = status < 200 or status == 204 or status == 304
-        if not has_length and not bodiless:
+            parts.append(name + b": " + value)
+        if not has_length and status >= 200 and status != 204 and status != 304:
             if length is not None:
-                parts.append(b"Content-Length: %d\r\n" % length)
+                parts.append(b"Content-Length: %d" % length)
             elif st.scope["http_version"] == "1.1":
-                parts.append(b"Transfer-Encoding: chunked\r\n")
+                parts.append(b"Transfer-Encoding: chunked")
                 st.chunked = True
             else:
                 st.close_after = True  # HTTP/1.0: the body ends with the connection
         parts.append(b"\r\n")
-        head = b"".join(parts)
-        # A CR or LF inside a name or value would split the response (header injection).
+        head = b"\r\n".join(parts)
+        # A CR or LF inside a name or value would split the response (header injection):
+        # the only ones are the line ends just added.
         if head.count(b"\n") != len(parts) or head.count(b"\r") != len(parts):
             raise ValueError("response header contains CR or LF")
         return head
@@ -542,13 +552,6 @@ class ASGIServer:
             print(f"ASGI lifespan shutdown failed: {message.get('message', '')}", file=sys.stderr)
         with contextlib.suppress(Exception, asyncio.TimeoutError):
             await asyncio.wait_for(task, 1)
-
-
-_REASONS = {int(s): s.phrase.encode("ascii") for s in HTTPStatus}
-
-
-def _reason(status: int) -> bytes:
-    return _REASONS.get(status, b"")
 
 
 def _ws_request(server: ASGIServer, conn: Connection, hm: HttpMessage) -> None:
