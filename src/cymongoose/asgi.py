@@ -29,6 +29,8 @@ from ._mongoose import (
     MG_EV_CLOSE,
     MG_EV_HTTP_MSG,
     MG_EV_WRITE,
+    MG_EV_WS_MSG,
+    WEBSOCKET_OP_BINARY,
     Connection,
     HttpMessage,
     Manager,
@@ -53,6 +55,7 @@ _ERROR_500 = (
     b"Content-Length: 22\r\n\r\nInternal Server Error\n"
 )
 _WS_CLOSE = 8  # WebSocket close opcode (SPEC 1.2: not exported, hard-coded)
+_WS_NONE, _WS_CONNECTING, _WS_OPEN, _WS_CLOSED = 0, 1, 2, 3
 
 
 def _addrs(conn: Connection) -> tuple[Any, Any]:
@@ -130,12 +133,14 @@ class _ConnState:
         "drained",
         "head_only",
         "headers",
+        "hm",
         "id",
         "scope",
         "started",
         "status",
         "task",
         "ws_queue",
+        "ws_state",
     )
 
     def __init__(self, conn: Connection, scope: dict[str, Any], body: bytes) -> None:
@@ -154,6 +159,8 @@ class _ConnState:
         self.head_only = scope.get("method") == "HEAD"
         self.task: asyncio.Task[None] | None = None
         self.ws_queue: asyncio.Queue[Message] | None = None
+        self.ws_state = _WS_NONE
+        self.hm: HttpMessage | None = None  # the upgrade request, while it is valid
 
 
 class ASGIServer:
@@ -223,6 +230,10 @@ class ASGIServer:
     async def drain(self, timeout: float) -> bool:
         """Stop listening and wait (at most ``timeout`` s) for the requests in progress."""
         self.stop_listening()
+        for st in list(self._conns.values()):
+            if st.ws_state == _WS_OPEN:  # RFC 6455 7.4.1: 1001, the server is going away
+                self._ws_close(st, 1001, "server shutting down")
+                self._ws_push(st, {"type": "websocket.disconnect", "code": 1001})
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
@@ -324,8 +335,10 @@ class ASGIServer:
             st.disconnect.set_result(None)
         if st.drained is not None and not st.drained.done():
             st.drained.set_result(None)
-        if st.ws_queue is not None:
-            st.ws_queue.put_nowait({"type": "websocket.disconnect", "code": 1006})
+        if st.ws_queue is not None and st.ws_state != _WS_NONE:
+            st.ws_state = _WS_CLOSED
+            # SPEC 1.13: 1000 (the close frame's code is not reported by the binding).
+            st.ws_queue.put_nowait({"type": "websocket.disconnect", "code": 1000})
 
     def _on_write(self, conn: Connection) -> None:
         st = self._conns.get(conn.id)
@@ -484,11 +497,177 @@ class ASGIServer:
         return upgrade is not None and upgrade.lower() == "websocket"
 
     def _on_ws_request(self, conn: Connection, hm: HttpMessage) -> None:
-        """Until WebSocket lands in this build, an upgrade request is an ordinary 404."""
         if not hasattr(conn, "ws_upgrade"):
             conn.reply(404, b"WebSocket is not available in this build\n")
             return
-        _ws_request(self, conn, hm)
+        state = self._state if self._lifespan_supported else None
+        st = _ConnState(conn, _build_ws_scope(hm, conn, self._root_path, state), b"")
+        st.body = None
+        st.ws_state = _WS_CONNECTING
+        st.ws_queue = asyncio.Queue()
+        st.ws_queue.put_nowait({"type": "websocket.connect"})
+        self._conns[st.id] = st
+        # The app runs now, inside this event, until it first waits: its websocket.accept
+        # must answer the upgrade request while the request's view is valid (ws_upgrade).
+        st.hm = hm
+        try:
+            self._start_ws(st, self.app(st.scope, self._ws_receive(st), self._ws_send(st)))
+        finally:
+            st.hm = None
+        if st.ws_state == _WS_CONNECTING and st.task is not None:
+            # Suspended before accepting: a later accept can no longer answer with 101.
+            self._report(
+                RuntimeError(
+                    "ASGI WebSocket: the app awaited something before websocket.accept; "
+                    "cymongoose answers the upgrade while the request is parsed, so accept first"
+                )
+            )
+            st.ws_state = _WS_CLOSED
+            conn.reply(500, b"WebSocket accept came too late\n")
+            self._ws_push(st, {"type": "websocket.disconnect", "code": 1006})
+
+    def _start_ws(self, st: _ConnState, coro: Any) -> None:
+        loop = self._loop
+        assert loop is not None
+        if sys.version_info >= (3, 12):  # a real task, run eagerly until it waits
+            task = asyncio.Task(self._ws_run(st, coro), loop=loop, eager_start=True)  # type: ignore[call-arg]
+            st.task = None if task.done() else task
+            return
+        # Python < 3.12: drive the coroutine by hand until it first waits, then a task
+        # resumes it (asyncio.current_task() is None during this first step).
+        try:
+            fut = coro.send(None)
+        except StopIteration:
+            self._ws_finished(st)
+            return
+        except Exception as exc:  # noqa: BLE001
+            self._ws_failed(st, exc)
+            self._ws_finished(st)
+            return
+        st.task = loop.create_task(self._ws_resume(st, coro, fut))
+
+    async def _ws_run(self, st: _ConnState, coro: Any) -> None:
+        try:
+            await coro
+        except Exception as exc:  # noqa: BLE001
+            self._ws_failed(st, exc)
+        finally:
+            self._ws_finished(st)
+
+    async def _ws_resume(self, st: _ConnState, coro: Any, fut: Any) -> None:
+        try:
+            while True:
+                if fut is None:  # a bare yield (asyncio.sleep(0))
+                    await asyncio.sleep(0)
+                else:
+                    # The coroutine sees the outcome itself: fut.result() inside it.
+                    with contextlib.suppress(BaseException):
+                        await fut
+                try:
+                    fut = coro.send(None)
+                except StopIteration:
+                    return
+        except Exception as exc:  # noqa: BLE001
+            self._ws_failed(st, exc)
+        finally:
+            self._ws_finished(st)
+
+    def _ws_failed(self, st: _ConnState, exc: BaseException) -> None:
+        self._report(exc)
+        if st.ws_state == _WS_CONNECTING and st.hm is not None:
+            st.conn.reply(500, b"Internal Server Error\n")
+            st.ws_state = _WS_CLOSED
+        elif st.ws_state == _WS_OPEN:
+            self._ws_close(st, 1011, "")  # RFC 6455 7.4.1: an unexpected condition
+
+    def _ws_finished(self, st: _ConnState) -> None:
+        """The app returned: ASGI says the connection closes (1000 if still open)."""
+        if st.ws_state == _WS_OPEN and not st.disconnected:
+            self._ws_close(st, 1000, "")
+        elif st.ws_state == _WS_CONNECTING and st.hm is not None:
+            st.conn.reply(403, b"Forbidden\n")  # returned without accepting
+            st.ws_state = _WS_CLOSED
+        self._schedule_flush()
+
+    def _ws_close(self, st: _ConnState, code: int, reason: str) -> None:
+        if st.ws_state == _WS_OPEN and not st.disconnected:
+            st.conn.ws_send(_close_payload(code, reason), _WS_CLOSE)  # type: ignore[attr-defined]
+            self._schedule_flush()
+        st.ws_state = _WS_CLOSED
+
+    @staticmethod
+    def _ws_push(st: _ConnState, message: Message) -> None:
+        if st.ws_queue is not None:
+            st.ws_queue.put_nowait(message)
+
+    def _ws_handler(self, conn: Connection, ev: int, data: Any) -> None:
+        if ev == MG_EV_WS_MSG:
+            self._on_ws_message(conn, data)
+        elif ev == MG_EV_WRITE:
+            self._on_write(conn)
+        elif ev == MG_EV_CLOSE:
+            self._on_close(conn)
+
+    def _on_ws_message(self, conn: Connection, msg: Any) -> None:
+        st = self._conns.get(conn.id)
+        if st is None or st.ws_queue is None:
+            return
+        if msg.flags & WEBSOCKET_OP_BINARY:
+            st.ws_queue.put_nowait({"type": "websocket.receive", "bytes": msg.data})
+        else:
+            st.ws_queue.put_nowait({"type": "websocket.receive", "text": msg.text})
+
+    def _ws_receive(self, st: _ConnState) -> Callable[[], Awaitable[Message]]:
+        queue = st.ws_queue
+        assert queue is not None
+
+        async def receive() -> Message:
+            return await queue.get()
+
+        return receive
+
+    def _ws_send(self, st: _ConnState) -> Callable[[Message], Awaitable[None]]:
+        async def send(message: Message) -> None:
+            kind = message["type"]
+            conn = st.conn
+            if kind == "websocket.send":
+                if st.ws_state != _WS_OPEN or st.disconnected:
+                    raise OSError("WebSocket is closed")  # like uvicorn: ClientDisconnected
+                text = message.get("text")
+                if text is not None:
+                    conn.ws_send(text, 1)  # type: ignore[attr-defined]
+                else:
+                    conn.ws_send(message.get("bytes") or b"", WEBSOCKET_OP_BINARY)  # type: ignore[attr-defined]
+                self._schedule_flush()
+                if conn.send_len >= _SEND_HIWAT:  # back-pressure: wait until the client reads
+                    st.drained = asyncio.get_running_loop().create_future()
+                    await st.drained
+                    st.drained = None
+            elif kind == "websocket.accept":
+                if st.ws_state != _WS_CONNECTING or st.hm is None:
+                    raise RuntimeError(
+                        "websocket.accept: not connecting, or too late (see the log)"
+                    )
+                extra = {
+                    bytes(k).decode("latin-1"): bytes(v).decode("latin-1")
+                    for k, v in message.get("headers") or ()
+                }
+                if message.get("subprotocol"):
+                    extra["Sec-WebSocket-Protocol"] = message["subprotocol"]
+                conn.set_handler(self._ws_handler)
+                conn.ws_upgrade(st.hm, extra or None)  # type: ignore[attr-defined]
+                st.ws_state = _WS_OPEN
+                self._schedule_flush()
+            elif kind == "websocket.close":
+                if st.ws_state == _WS_CONNECTING and st.hm is not None:
+                    conn.reply(403, b"Forbidden\n")  # ASGI: close before accept is a 403
+                    st.ws_state = _WS_CLOSED
+                else:
+                    self._ws_close(st, int(message.get("code", 1000)), message.get("reason") or "")
+            else:
+                raise RuntimeError(f"unexpected ASGI message {kind!r} on a WebSocket")
+
+        return send
 
     # ---- lifespan ---------------------------------------------------------------------------
 
@@ -552,11 +731,6 @@ class ASGIServer:
             print(f"ASGI lifespan shutdown failed: {message.get('message', '')}", file=sys.stderr)
         with contextlib.suppress(Exception, asyncio.TimeoutError):
             await asyncio.wait_for(task, 1)
-
-
-def _ws_request(server: ASGIServer, conn: Connection, hm: HttpMessage) -> None:
-    """WebSocket support lives with the WebSocket binding (see below)."""
-    conn.reply(404, b"WebSocket is not available in this build\n")
 
 
 def _close_payload(code: int, reason: str) -> bytes:
