@@ -560,7 +560,10 @@ class ASGIServer:
                 if fut is None:  # a bare yield (asyncio.sleep(0))
                     await asyncio.sleep(0)
                 else:
-                    # The coroutine sees the outcome itself: fut.result() inside it.
+                    # What a Task does with a yielded future: take it over (clear its
+                    # "blocking" mark), wait for it; the coroutine then sees the outcome
+                    # itself, through fut.result() inside it.
+                    fut._asyncio_future_blocking = False
                     with contextlib.suppress(BaseException):
                         await fut
                 try:

@@ -287,3 +287,31 @@ def test_mqtt_broker_subcommand():
         pytest.skip("the broker is in this build: tests/py/test_cli_broker.py covers it")
     r = run_cli("mqtt-broker", "--listen", "mqtt://127.0.0.1:0")
     assert r.returncode == 2 and "broker is not available in this build" in r.stderr
+
+
+def test_starlette_websocket_route_through_the_cli():
+    from cymongoose import Connection
+
+    if not hasattr(Connection, "ws_upgrade"):
+        pytest.skip("WebSocket is not in this build")
+    websockets = pytest.importorskip("websockets")
+    import asyncio
+
+    from websockets.asyncio.client import connect
+
+    async def talk(url: str) -> list[str]:
+        async with connect(url.replace("http://", "ws://") + "/ws") as ws:
+            out = []
+            for word in ("one", "two", "trois"):
+                await ws.send(word)
+                out.append(await asyncio.wait_for(ws.recv(), 10))
+            return out
+
+    for workers in ("1", "2"):
+        with serve(
+            "asgi", "starlette_app:app", "--listen", "http://127.0.0.1:0", "--workers", workers
+        ) as s:
+            url = s.wait_log(LISTEN.pattern, count=int(workers))[0].group(1)
+            assert asyncio.run(talk(url)) == ["one", "two", "trois"]
+            assert websockets is not None
+            assert s.stop() == 0
