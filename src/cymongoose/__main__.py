@@ -246,11 +246,16 @@ def _tls_opts(args: argparse.Namespace) -> Any:
     return TlsOpts(cert=cert, key=key)
 
 
+def _reuse(args: argparse.Namespace) -> dict[str, Any]:
+    """listen() options: SO_REUSEPORT when worker processes share the port."""
+    return {"reuse_port": True} if args.workers > 1 else {}
+
+
 def _listen(
     manager_listen: Callable[..., Connection], url: str, args: argparse.Namespace, tls: Any
 ) -> Connection:
     try:
-        listener = manager_listen(url, reuse_port=args.workers > 1)
+        listener = manager_listen(url, **_reuse(args))
     except RuntimeError as exc:
         raise CliError(f"cannot listen on {url}: {exc}", EXIT_LISTEN) from None
     if tls is not None:
@@ -356,7 +361,7 @@ def _run_asgi(args: argparse.Namespace, app: Any, urls: list[str], tls: Any) -> 
         loop.add_signal_handler(signal.SIGUSR1, lambda: _log_stats(server.manager))
         try:
             try:
-                listener = await server.start(urls[0], reuse_port=args.workers > 1)
+                listener = await server.start(urls[0], **_reuse(args))
             except RuntimeError as exc:
                 if "lifespan" in str(exc):
                     raise CliError(str(exc), EXIT_ERROR) from None
