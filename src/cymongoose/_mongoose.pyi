@@ -230,6 +230,20 @@ class Connection:
         """Send one chunk of a chunked body; ``b""`` sends the last one and ends the response."""
     def http_sse(self, event_type: str, data: str | Buffer) -> None:
         """Send ``event: <event_type>\\ndata: <data>\\n\\n`` as one chunk."""
+    def http_response(
+        self,
+        status: int,
+        headers: Any,
+        body: Buffer | None = None,
+        head: bool = False,
+        chunked: bool = True,
+    ) -> int:
+        """Write a response for a WSGI/ASGI server: the status line, the ``(name, value)``
+        pairs of ``headers`` (bytes or str; duplicates kept; CR, LF or NUL -> ValueError),
+        then, with a ``body``: Content-Length unless given, the body (not when ``head``)
+        and the response is finished; with ``body=None``: only the head of a streamed
+        response (chunked framing when no length is given and ``chunked``).  Returns bit
+        1 if the head announced chunked framing, bit 2 if the connection closes after."""
     def http_end(self) -> None:
         """Finish a response written with raw ``send()`` calls (SPEC Decision 5).
 

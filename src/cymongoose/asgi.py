@@ -21,7 +21,6 @@ import struct
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
-from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
 
@@ -45,7 +44,6 @@ ASGIApp = Callable[
 ]
 
 _ASGI = {"version": "3.0", "spec_version": "2.4"}
-_REASONS = {int(s): s.phrase.encode("ascii") for s in HTTPStatus}
 _BODY_PIECE = 64 << 10  # a request body reaches the app in pieces of this size
 _SEND_HIWAT = 256 << 10  # a streaming app waits while this much is unsent ...
 _SEND_LOWAT = 64 << 10  # ... until it drains below this
@@ -56,6 +54,7 @@ _ERROR_500 = (
 )
 _WS_CLOSE = 8  # WebSocket close opcode (SPEC 1.2: not exported, hard-coded)
 _WS_NONE, _WS_CONNECTING, _WS_OPEN, _WS_CLOSED = 0, 1, 2, 3
+_RESP_CHUNKED, _RESP_CLOSE = 1, 2  # bits of Connection.http_response()
 
 
 def _addrs(conn: Connection) -> tuple[Any, Any]:
@@ -134,6 +133,7 @@ class _ConnState:
         "head_only",
         "headers",
         "hm",
+        "http11",
         "id",
         "scope",
         "started",
@@ -157,6 +157,7 @@ class _ConnState:
         self.chunked = False
         self.close_after = False
         self.head_only = scope.get("method") == "HEAD"
+        self.http11 = scope["http_version"] == "1.1"  # chunked framing allowed
         self.task: asyncio.Task[None] | None = None
         self.ws_queue: asyncio.Queue[Message] | None = None
         self.ws_state = _WS_NONE
@@ -359,7 +360,7 @@ class ASGIServer:
             self._report(exc)
             if not st.started and not st.disconnected:
                 st.conn.send(_ERROR_500)
-                self._end(st)
+                self._end(st, finished=False, close=False)
             elif not st.disconnected:
                 st.conn.close()
                 self._schedule_flush()
@@ -367,7 +368,7 @@ class ASGIServer:
         if not st.started and not st.disconnected:
             # The app returned without answering (ASGI: the server sends 500).
             st.conn.send(_ERROR_500)
-            self._end(st)
+            self._end(st, finished=False, close=False)
 
     def _http_receive(self, st: _ConnState) -> Callable[[], Awaitable[Message]]:
         async def receive() -> Message:
@@ -409,48 +410,26 @@ class ASGIServer:
 
         return send
 
-    def _head(self, st: _ConnState, length: int | None) -> bytes:
-        status = st.status
-        if not status:
-            raise RuntimeError("http.response.body before http.response.start")
-        parts = [b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b""))]
-        has_length = False
-        for name, value in st.headers:
-            lname = name.lower()
-            if lname == b"content-length":
-                has_length = True
-            elif lname == b"connection" and value.lower() == b"close":
-                st.close_after = True
-            parts.append(name + b": " + value)
-        if not has_length and status >= 200 and status != 204 and status != 304:
-            if length is not None:
-                parts.append(b"Content-Length: %d" % length)
-            elif st.scope["http_version"] == "1.1":
-                parts.append(b"Transfer-Encoding: chunked")
-                st.chunked = True
-            else:
-                st.close_after = True  # HTTP/1.0: the body ends with the connection
-        parts.append(b"\r\n")
-        head = b"\r\n".join(parts)
-        # A CR or LF inside a name or value would split the response (header injection):
-        # the only ones are the line ends just added.
-        if head.count(b"\n") != len(parts) or head.count(b"\r") != len(parts):
-            raise ValueError("response header contains CR or LF")
-        return head
+    # The head is written by Connection.http_response (C): the status line, the app's
+    # header pairs as they are (checked for CR/LF/NUL), Content-Length or chunked framing.
 
     def _send_whole(self, st: _ConnState, body: bytes) -> None:
-        head = self._head(st, len(body))
+        if not st.status:
+            raise RuntimeError("http.response.body before http.response.start")
         st.started = True
-        st.conn.send(head if st.head_only or not body else head + body)
-        self._end(st)
+        flags = st.conn.http_response(st.status, st.headers, body, st.head_only, st.http11)
+        self._end(st, finished=True, close=bool(flags & _RESP_CLOSE))
 
     async def _send_piece(self, st: _ConnState, body: bytes) -> None:
         conn = st.conn
         if not st.started:
-            head = self._head(st, None)
+            if not st.status:
+                raise RuntimeError("http.response.body before http.response.start")
             st.started = True
             conn.set_handler(self._stream_handler)  # MG_EV_WRITE tells when it drains
-            conn.send(head)
+            flags = conn.http_response(st.status, st.headers, None, st.head_only, st.http11)
+            st.chunked = bool(flags & _RESP_CHUNKED)
+            st.close_after = bool(flags & _RESP_CLOSE)
         if body and not st.head_only:
             conn.send(b"%x\r\n%s\r\n" % (len(body), body) if st.chunked else body)
         self._schedule_flush()
@@ -467,21 +446,22 @@ class ASGIServer:
             conn.send(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n")
         elif body:
             conn.send(body)
-        self._end(st)
+        self._end(st, finished=False, close=st.close_after)
 
-    def _end(self, st: _ConnState) -> None:
-        """The response is complete: the next request on the connection may come."""
+    def _end(self, st: _ConnState, finished: bool, close: bool) -> None:
+        """The response is complete (`finished`: http_response already said so to the
+        core): the next request on the connection may come, or it closes."""
         conn = st.conn
         self._conns.pop(st.id, None)
         st.disconnected = True  # later sends of this app are ignored
         if st.disconnect is not None and not st.disconnect.done():
             st.disconnect.set_result(None)
-        if conn.handler is not None:
-            conn.set_handler(None)
-        if st.close_after:
-            conn.drain()
-        else:
-            conn.http_end()
+        if not finished:
+            conn.set_handler(None)  # a streamed response switched it to _stream_handler
+            if close:
+                conn.drain()
+            else:
+                conn.http_end()
         if self._access_log is not None:
             s = st.scope
             self._access_log(
