@@ -126,6 +126,20 @@ def test_starlette_app_through_the_cli_lifespan_and_stream():
         assert any('"GET / HTTP/1.1" 200' in line for line in s.lines)
 
 
+def test_root_path_and_file_wrapper(tmp_path):
+    (tmp_path / "mounted.py").write_text(
+        "import io\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    text = environ['SCRIPT_NAME'] + '|' + environ['PATH_INFO']\n"
+        "    return environ['wsgi.file_wrapper'](io.BytesIO(text.encode()), 4)\n"
+    )
+    with serve(
+        "wsgi", "mounted:app", "--listen", "http://127.0.0.1:0", "--root-path", "/api", cwd=tmp_path
+    ) as s:
+        assert httpx.get(s.url + "/api/users/1", timeout=10).text == "/api|/users/1"
+
+
 def test_wsgi_validate_app_through_the_cli(tmp_path):
     (tmp_path / "plain.py").write_text(
         "from wsgiref.validate import validator\n"
@@ -280,13 +294,24 @@ def test_help_and_console_script():
         assert opt in r.stdout
 
 
-def test_mqtt_broker_subcommand():
+def test_mqtt_broker_subcommand(tmp_path):
+    import socket
+
     from cymongoose import Manager
 
-    if hasattr(Manager, "mqtt_broker"):
-        pytest.skip("the broker is in this build: tests/py/test_cli_broker.py covers it")
-    r = run_cli("mqtt-broker", "--listen", "mqtt://127.0.0.1:0")
-    assert r.returncode == 2 and "broker is not available in this build" in r.stderr
+    if not hasattr(Manager, "mqtt_broker"):
+        r = run_cli("mqtt-broker", "--listen", "mqtt://127.0.0.1:0")
+        assert r.returncode == 2 and "broker is not available in this build" in r.stderr
+        return
+    persist = tmp_path / "broker.db"
+    with serve("mqtt-broker", "--listen", "mqtt://127.0.0.1:0", "--persist", str(persist)) as s:
+        url = s.url
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            # CONNECT, MQTT 3.1.1, clean session, keep-alive 60 s, client id "t".
+            c.sendall(b"\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01t")
+            assert c.recv(4) == b"\x20\x02\x00\x00"  # CONNACK, accepted
+        assert s.stop() == 0
 
 
 def test_starlette_websocket_route_through_the_cli():
