@@ -211,7 +211,8 @@ def write(
         "Goal (issue 11): CPU per request <= 0.5x uvicorn+httptools+uvloop's (ASGI) and <= 0.5x "
         "gunicorn gthread's (WSGI). Our ASGI server runs the Manager inside the asyncio loop "
         "(uvloop) on one thread: a request is parsed in C, the app runs as a task, the response "
-        "is written straight into the connection and flushed once per asyncio iteration. Our WSGI "
+        "(head built in C by `Connection.http_response`) is written straight into the connection "
+        "and flushed once per asyncio iteration. Our WSGI "
         "server hands each request to a worker thread and gets the response back as one wakeup.",
         END,
     ]

@@ -194,6 +194,7 @@ class WSGIServer:
         for t in self._threads:
             t.start()
         self._stopping = False
+        self._closed = False
 
     # ---- the poll thread ------------------------------------------------------------------
 
@@ -280,7 +281,12 @@ class WSGIServer:
             job = jobs.get()
             if job is None:
                 return
-            self._run_app(*job)
+            try:
+                self._run_app(*job)
+            except RuntimeError:
+                # wakeup() after close(): the server stopped while the app ran.
+                if not self._closed:
+                    raise
 
     def _report(self, exc: BaseException, environ: dict[str, Any]) -> None:
         if self.error_handler is not None:
@@ -548,6 +554,7 @@ class WSGIServer:
 
     def close(self) -> None:
         """Close every connection and stop the workers; idempotent."""
+        self._closed = True
         if any(t.is_alive() for t in self._threads):
             for _ in self._threads:
                 self._jobs.put(None)
