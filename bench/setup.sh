@@ -103,6 +103,12 @@ if ! has_versions "$OURS" "${BUILD_PKGS[@]}"; then
   say "installing build tools ${BUILD_PKGS[*]} into .venv-ours"
   pip_q "$OURS" "${BUILD_PKGS[@]}"
 fi
+# Our ASGI server runs on uvloop when it is installed, as uvicorn does (bench/adapters.py).
+OURS_PKGS=(uvloop==0.23.0)
+if ! has_versions "$OURS" "${OURS_PKGS[@]}"; then
+  say "installing ${OURS_PKGS[*]} into .venv-ours"
+  pip_q "$OURS" "${OURS_PKGS[@]}"
+fi
 say "building and installing our package from $ROOT into .venv-ours"
 rm -f "$BENCH/.venv-ours/.build-failed"
 # meson and meson-python find ninja on PATH: the venv's copy.
