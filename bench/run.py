@@ -65,6 +65,8 @@ PROFILE_END = "<!-- profile:end -->"
 # The HTTPS section is bench/tls_run.py's; run.py keeps it as it is.
 TLS_BEGIN = "<!-- tls:begin (bench/tls_run.py writes this section; run.py keeps it) -->"
 TLS_END = "<!-- tls:end -->"
+ADAPTERS_BEGIN = "<!-- adapters:begin (bench/adapters.py writes this section) -->"
+ADAPTERS_END = "<!-- adapters:end -->"
 
 
 class BenchError(Exception):
@@ -939,11 +941,19 @@ def kept_profile(path: Path) -> str:
     )
 
 
+def kept_adapters(path: Path) -> str:
+    """The section bench/adapters.py wrote (WSGI/ASGI against gunicorn/uvicorn), kept."""
+    text = path.read_text() if path.exists() else ""
+    i, j = text.find(ADAPTERS_BEGIN), text.find(ADAPTERS_END)
+    return text[i : j + len(ADAPTERS_END)] if 0 <= i < j else ""
+
+
 def write_report(run: Run, machine: dict, vers: dict, started_at: str, seconds: float) -> None:
     a = run.args
     out_path = Path(a.out)
     profile = kept_profile(out_path)
     tls = kept_block(out_path, TLS_BEGIN, TLS_END)
+    adapters = kept_adapters(out_path)
     cpu = machine["cpu"]
     peers = vers["peers"]
     lines = [
@@ -1035,6 +1045,8 @@ def write_report(run: Run, machine: dict, vers: dict, started_at: str, seconds: 
         lines += ["## Errors in this run", "", *(f"- {e.splitlines()[0]}" for e in run.errors), ""]
     if tls:
         lines += [tls, ""]
+    if adapters:
+        lines += [adapters, ""]
     lines += [profile, ""]
     out_path.write_text("\n".join(lines))
     log(f"wrote {out_path}")

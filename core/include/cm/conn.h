@@ -65,6 +65,7 @@ struct cm_conn {
   unsigned peer_shut : 1;                    /* the peer's FIN was reported: read to EOF */
   unsigned tls_io : 1;                       /* socket I/O goes through OpenSSL (c->tls) */
   unsigned tls_want_write : 1;               /* OpenSSL must write before it can go on */
+  unsigned resp_class : 3;                   /* HTTP response: status/100, 0 unseen, 7 other */
   struct cm__fsrc *fsrc;                     /* file being sent (cm_send_fd), or NULL */
   struct cm__tls *tls;                       /* TLS state (cm/tls.h), or NULL */
   struct cm_conn *next, *prev;               /* mgr->conns list */
