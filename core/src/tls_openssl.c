@@ -579,8 +579,11 @@ static int handshake(struct cm_conn *c, struct cm__tls *t) {
     t->hs_done = true;
     cm_timer_stop(c->mgr, &t->deadline);
     c->tls_want_write = 0;
-    /* Writes were held back (can_write cleared below): let them go. */
+    /* Writes were held back (can_write cleared below): let them go.  And
+     * read on: bytes that came with the last flight made no new edge if
+     * this step ran from the writer. */
     c->can_write = 1;
+    c->can_read = 1;
     cm__touch(c);
     cm_call(c, CM_EV_TLS_HS, NULL);
     return c->is_closing || c->tls != t ? -1 : 1;
