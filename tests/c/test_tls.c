@@ -497,6 +497,57 @@ static void test_many(void) {
   cm_mgr_free(&mgr);
 }
 
+/* ALPN: an HTTP client offers http/1.1 and an HTTP server picks it; a
+ * plain TCP client offers nothing and gets nothing. */
+struct alpn_log {
+  char server[16], client[16];
+  bool done;
+};
+
+static void copy_alpn(char *dst, const struct cm_conn *c) {
+  struct cm_str a = cm_tls_alpn(c);
+  snprintf(dst, 16, "%.*s", (int) a.len, a.buf != NULL ? a.buf : "");
+}
+
+static void alpn_server(struct cm_conn *c, int ev, void *ev_data) {
+  struct alpn_log *lg = c->fn_data;
+  if (ev == CM_EV_TLS_HS) copy_alpn(lg->server, c);
+  if (ev == CM_EV_HTTP_MSG) ASSERT(cm_http_reply(c, 200, "", 0, "ok", 2));
+  (void) ev_data;
+}
+
+static void alpn_client(struct cm_conn *c, int ev, void *ev_data) {
+  struct alpn_log *lg = c->fn_data;
+  struct cm_tls_opts o = client_opts(&ca, "localhost");
+  if (ev == CM_EV_CONNECT) {
+    cm_tls_init(c, &o);
+    ASSERT(cm_send(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27));
+  }
+  if (ev == CM_EV_TLS_HS) copy_alpn(lg->client, c);
+  if (ev == CM_EV_HTTP_MSG || ev == CM_EV_CLOSE || ev == CM_EV_READ) lg->done = true;
+  (void) ev_data;
+}
+
+static void test_alpn(void) {
+  struct cm_mgr mgr;
+  struct alpn_log http = {0}, raw = {0};
+  ASSERT(cm_mgr_init(&mgr) == 0);
+  struct cm_conn *l = cm_http_listen(&mgr, "https://127.0.0.1:0", alpn_server, &http);
+  struct cm_tls_opts so = server_opts(&leaf);
+  ASSERT(cm_tls_init(l, &so));
+  char url[64];
+  snprintf(url, sizeof(url), "https://127.0.0.1:%u", l->loc.port);
+  ASSERT(cm_http_connect(&mgr, url, alpn_client, &http) != NULL);
+  ASSERT(cm_test_poll_until(&mgr, &http.done, 10000));
+  ASSERT(strcmp(http.server, "http/1.1") == 0 && strcmp(http.client, "http/1.1") == 0);
+  l->fn_data = &raw; /* what the listener accepts next logs here */
+  snprintf(url, sizeof(url), "tls://127.0.0.1:%u", l->loc.port);
+  ASSERT(cm_connect(&mgr, url, alpn_client, &raw) != NULL);
+  ASSERT(cm_test_poll_until(&mgr, &raw.done, 10000));
+  ASSERT(raw.client[0] == '\0' && raw.server[0] == '\0');
+  cm_mgr_free(&mgr);
+}
+
 int main(void) {
   make_all();
   RUN(test_echo_verified);
@@ -513,6 +564,7 @@ int main(void) {
   RUN(test_probe_is_quiet);
   RUN(test_reinit);
   RUN(test_many);
+  RUN(test_alpn);
   free_all();
   return cm_test_done();
 }
