@@ -479,11 +479,20 @@ def test_https_without_tls_init_is_plain(make_manager):
             conn.reply(200, "plain")
 
     lsn = mgr.listen(f"https://{HOST}:0", server)
-    got: list[Any] = []
-    client = start_get(mgr, f"https://127.0.0.1:{lsn.local_addr[1]}", None, got, path="/")
-    assert poll_until(mgr, lambda: got, timeout=10)
-    assert got == [(200, b"plain")] and after == [False]
-    assert not client.is_tls or client.is_closing
+    client_flags: list[bool] = []
+
+    def client(conn: Any, ev: int, data: Any) -> None:
+        if ev == MG_EV_CONNECT:
+            client_flags.append(conn.is_tls)  # from the scheme, during CONNECT
+            conn.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        elif ev == MG_EV_HTTP_MSG:
+            client_flags.append(conn.is_tls)  # reset after CONNECT: no tls_init
+            client_flags.append(data.body_bytes == b"plain")
+            conn.close()
+
+    mgr.connect(f"https://127.0.0.1:{lsn.local_addr[1]}", client)
+    assert poll_until(mgr, lambda: len(client_flags) == 3, timeout=10)
+    assert client_flags == [True, False, True] and after == [False]
 
 
 def test_tls_init_in_accept_replaces_listener_options(make_manager, certs):
