@@ -62,6 +62,9 @@ CM_SERVERS = ("ours", "orig")
 ALL_TESTS = ("http", "wakeup", "memory", "iteration")
 PROFILE_BEGIN = "<!-- profile:begin (hand-written; run.py keeps this section) -->"
 PROFILE_END = "<!-- profile:end -->"
+# The HTTPS section is bench/tls_run.py's; run.py keeps it as it is.
+TLS_BEGIN = "<!-- tls:begin (bench/tls_run.py writes this section; run.py keeps it) -->"
+TLS_END = "<!-- tls:end -->"
 ADAPTERS_BEGIN = "<!-- adapters:begin (bench/adapters.py writes this section) -->"
 ADAPTERS_END = "<!-- adapters:end -->"
 
@@ -912,6 +915,12 @@ def targets(run: Run) -> list[str]:
     ]
 
 
+def kept_block(path: Path, begin: str, end: str) -> str:
+    text = path.read_text() if path.exists() else ""
+    i, j = text.find(begin), text.find(end)
+    return text[i : j + len(end)] if 0 <= i < j else ""
+
+
 def kept_profile(path: Path) -> str:
     if path.exists():
         text = path.read_text()
@@ -943,6 +952,7 @@ def write_report(run: Run, machine: dict, vers: dict, started_at: str, seconds: 
     a = run.args
     out_path = Path(a.out)
     profile = kept_profile(out_path)
+    tls = kept_block(out_path, TLS_BEGIN, TLS_END)
     adapters = kept_adapters(out_path)
     cpu = machine["cpu"]
     peers = vers["peers"]
@@ -1033,6 +1043,8 @@ def write_report(run: Run, machine: dict, vers: dict, started_at: str, seconds: 
     ]
     if run.errors:
         lines += ["## Errors in this run", "", *(f"- {e.splitlines()[0]}" for e in run.errors), ""]
+    if tls:
+        lines += [tls, ""]
     if adapters:
         lines += [adapters, ""]
     lines += [profile, ""]

@@ -32,6 +32,7 @@ typedef struct {
   PyTypeObject *ConnectionType;
   PyTypeObject *HttpMessageType;
   PyTypeObject *TimerType;
+  PyTypeObject *TlsOptsType;
   PyObject *print_exc;  /* traceback.print_exc, imported on first use */
   PyObject *json_dumps; /* json.dumps, imported on first use */
   PyObject *event_mask; /* cymongoose._interest.event_mask, imported on first use */
@@ -128,6 +129,13 @@ struct TimerObject {
   PyObject *weakreflist;    /* weak references to us */
 };
 
+/* TlsOpts (tls.c): the options of Connection.tls_init(), as bytes (SPEC 1.7). */
+typedef struct {
+  PyObject ob_base;       /* PyObject_HEAD */
+  PyObject *pem[4];       /* ca, cert, key, name: bytes (strong), b"" when unset */
+  bool skip_verification; /* verify nothing */
+} TlsOptsObject;
+
 /* A str (as UTF-8) or bytes-like argument, borrowed from the caller's
  * object for the duration of the call. */
 typedef struct {
@@ -151,6 +159,7 @@ struct ext_buf {
 
 /* module.c */
 extern PyType_Spec Manager_spec, Connection_spec, HttpMessage_spec, Timer_spec;
+extern PyType_Spec TlsOpts_spec; /* tls.c */
 
 /* Method tables (NULL-terminated).  Each protocol file adds its methods to
  * Connection and Manager in a table of its own, and module.c joins the
@@ -158,6 +167,7 @@ extern PyType_Spec Manager_spec, Connection_spec, HttpMessage_spec, Timer_spec;
  * has to know every protocol. */
 extern PyMethodDef connection_methods[];      /* connection.c: every connection */
 extern PyMethodDef http_connection_methods[]; /* http.c */
+extern PyMethodDef tls_connection_methods[];  /* tls.c */
 extern PyMethodDef manager_methods[];         /* manager.c */
 
 /* http_response.c: Connection.http_response(), the WSGI/ASGI writer */

@@ -4,7 +4,10 @@
 # connect/close cycles and 10,000 wakeups of 64 KiB..1 MiB; fails if the
 # server's RSS grew by 5 % or more after warm-up, if a file descriptor was
 # left over, or if any answer or wakeup was wrong.  --quick runs 1/20 of it
-# (CI).  Loopback only.
+# (CI).  Then the TLS soak (tests/soak/soak_tls.py): 10,000 HTTPS
+# handshakes (resumed ones, clients leaving mid-handshake, plaintext to the
+# TLS port among them), same RSS and descriptor checks; --quick runs 1/10.
+# Loopback only.
 #
 #   VENV   venv whose cymongoose is soaked (default .venv: `make install`
 #          or the editable dev install)
@@ -22,5 +25,8 @@ echo "soak: cymongoose from $where"
 start=$SECONDS
 rc=0
 "$PY" tests/soak/soak.py "$@" || rc=$?
+tls_args=()
+for a in "$@"; do [[ $a == --quick ]] && tls_args+=(--quick); done
+"$PY" tests/soak/soak_tls.py "${tls_args[@]}" || rc=$?
 echo "soak: exit $rc after $((SECONDS - start))s"
 exit "$rc"

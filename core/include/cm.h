@@ -15,6 +15,7 @@
 #include "cm/mgr.h"
 #include "cm/resolve.h"
 #include "cm/timer.h"
+#include "cm/tls.h"
 #include "cm/url.h"
 #include "cm/util.h"
 #include "cm/wakeup.h"

@@ -62,6 +62,7 @@ void cm__conn_free(struct cm_conn *c) {
   unlink_poller(c);
   cm__idmap_del(mgr->ids, c->id);
   cm__sendfd_free(c);
+  cm_tls_free(c); /* before the socket closes: its close_notify */
   if (c->fd >= 0) {
     cm__poller_del(mgr, c);
     close(c->fd);

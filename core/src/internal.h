@@ -67,6 +67,19 @@ bool cm__sock_sendto(struct cm_conn *c, const void *buf, size_t len); /* UDP dat
 bool cm__sendfd_flush(struct cm_conn *c); /* like cm__sock_flush, with c->fsrc set */
 void cm__sendfd_free(struct cm_conn *c);  /* drop the source and close its file */
 
+/* tls_openssl.c: the socket side of TLS (cm/tls.h).  sock.c hands a
+ * connection with c->tls_io set to these instead of recv()/send(). */
+void cm__tls_read(struct cm_conn *c);               /* as cm__sock_read: handshake, then data */
+long cm__tls_write(struct cm_conn *c, size_t want); /* as cm__sock_write, encrypting */
+/* Drive a handshake in progress, or a write OpenSSL owes (tls_want_write).
+ * True when application data may be written now; false while the
+ * handshake goes on or after a failure (the conn is then closing). */
+bool cm__tls_pump(struct cm_conn *c);
+void cm__tls_accepted(struct cm_conn *c, struct cm_conn *lsn); /* after CM_EV_ACCEPT: inherit */
+void cm__tls_connected(struct cm_conn *c);                     /* after CM_EV_CONNECT: start */
+/* A TCP client: remember the host of its URL, the default SNI / host name. */
+void cm__tls_note_host(struct cm_conn *c, struct cm_str host);
+
 /* resolve.c: name lookups on worker threads (cm/resolve.h).  Starts looking
  * up `host` for client `c`; the answer sets c->rem (with `port`) and calls
  * cm__connect_resolved(), a failure fires CM_EV_ERROR.  Returns false if

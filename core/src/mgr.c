@@ -36,8 +36,11 @@ struct cm_conn *cm_mgr_find(struct cm_mgr *mgr, uint64_t id) {
   return (c != NULL && !c->is_internal) ? c : NULL;
 }
 
-/* Unsent bytes in c->send, or a file being sent (cm_send_fd). */
-static bool has_output(const struct cm_conn *c) { return c->send.len > 0 || c->fsrc != NULL; }
+/* Unsent bytes in c->send, a file being sent (cm_send_fd), or TLS bytes
+ * OpenSSL could not write yet (a handshake flight). */
+static bool has_output(const struct cm_conn *c) {
+  return c->send.len > 0 || c->fsrc != NULL || c->tls_want_write;
+}
 
 /* Something to write, and a socket in a state to write it. */
 static bool can_flush(const struct cm_conn *c) {

@@ -135,6 +135,7 @@ static void start_connect(struct cm_conn *c) {
   cm__poller_set(c->mgr, c, CM__IN);
   cm__touch(c);
   cm_call(c, CM_EV_CONNECT, NULL);
+  cm__tls_connected(c);
 }
 
 struct cm_conn *cm__connect(struct cm_mgr *mgr, const char *url, cm_handler_fn pfn, cm_handler_fn fn,
@@ -148,6 +149,13 @@ struct cm_conn *cm__connect(struct cm_mgr *mgr, const char *url, cm_handler_fn p
   c->pfn = pfn;
   c->fn = fn;
   c->fn_data = fn_data;
+  if (!c->is_udp) {
+    /* The name a TLS client verifies unless told otherwise, whatever the
+     * scheme (tls_init may come on a tcp:// connection too). */
+    struct cm_url u;
+    cm_url_split(url, &u);
+    cm__tls_note_host(c, u.host);
+  }
   cm_call(c, CM_EV_OPEN, NULL);
   if (c->is_closing) return c;
   if (!cm_url_addr(url, &c->rem)) {
@@ -181,6 +189,7 @@ static void finish_connect(struct cm_conn *c) {
   c->is_connecting = 0;
   read_local(c);
   cm_call(c, CM_EV_CONNECT, NULL);
+  cm__tls_connected(c);
 }
 
 static void accept_one(struct cm_conn *lsn, int fd, const struct sockaddr_storage *ss) {
@@ -203,6 +212,7 @@ static void accept_one(struct cm_conn *lsn, int fd, const struct sockaddr_storag
   cm__touch(c);
   cm_call(c, CM_EV_OPEN, lsn);
   cm_call(c, CM_EV_ACCEPT, NULL);
+  cm__tls_accepted(c, lsn); /* the listener's TLS, unless ACCEPT set its own */
 }
 
 static void accept_conns(struct cm_conn *lsn) {
@@ -252,6 +262,10 @@ static ssize_t recv_some(struct cm_conn *c, int *rc, size_t *asked) {
 }
 
 void cm__sock_read(struct cm_conn *c) {
+  if (c->tls_io) {
+    cm__tls_read(c);
+    return;
+  }
   int rc;
   size_t asked = 0;
   ssize_t n = recv_some(c, &rc, &asked);
@@ -296,6 +310,7 @@ static void read_datagram(struct cm_conn *c) {
 }
 
 long cm__sock_write(struct cm_conn *c, size_t want) {
+  if (c->tls_io) return cm__tls_write(c, want);
   size_t done = 0;
   while (done < want && !c->is_closing) {
     ssize_t n = send(c->fd, cm_iobuf_data(&c->send), want - done, MSG_NOSIGNAL);
@@ -321,6 +336,8 @@ long cm__sock_write(struct cm_conn *c, size_t want) {
 }
 
 bool cm__sock_flush(struct cm_conn *c) {
+  /* TLS: nothing but the handshake goes out until it is done. */
+  if (c->tls_io && !cm__tls_pump(c)) return !c->is_closing;
   /* A file being sent (cm_send_fd) orders the output itself. */
   if (c->fsrc != NULL) return cm__sendfd_flush(c);
   /* Bytes a CM_EV_WRITE handler queues go out in the same flush. */

@@ -47,6 +47,7 @@ __all__ = [
     "Rpc",
     "RpcReq",
     "Timer",
+    "TlsOpts",
     "WEBSOCKET_OP_BINARY",
     "WEBSOCKET_OP_PING",
     "WEBSOCKET_OP_PONG",
@@ -264,6 +265,31 @@ class Connection:
     def error(self, message: str, /) -> None: ...
     def recv_data(self, length: int = -1) -> bytes: ...
     def send_data(self, length: int = -1) -> bytes: ...
+    def tls_init(self, opts: TlsOpts, /) -> None:
+        """Start TLS with ``opts``; a listener's options are inherited by what it accepts.
+
+        Never raises for bad PEM or odd states: errors arrive as MG_EV_ERROR
+        (a listener logs them and fails the connections it then accepts)."""
+    def tls_free(self) -> None:
+        """Drop the TLS state of this connection."""
+
+@final
+class TlsOpts:
+    """Options of ``Connection.tls_init()``: PEM bytes (str is UTF-8 encoded, None is b"")."""
+
+    ca: bytes
+    cert: bytes
+    key: bytes
+    name: bytes
+    skip_verification: bool
+    def __new__(
+        cls,
+        ca: str | Buffer | None = None,
+        cert: str | Buffer | None = None,
+        key: str | Buffer | None = None,
+        name: str | Buffer | None = None,
+        skip_verification: bool = False,
+    ) -> TlsOpts: ...
 
 @final
 class Timer:

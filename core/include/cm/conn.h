@@ -21,6 +21,7 @@ extern "C" {
 
 struct cm_mgr;
 struct cm__fsrc;
+struct cm__tls;
 
 struct cm_conn {
   /* public */
@@ -62,8 +63,11 @@ struct cm_conn {
   unsigned can_read : 1;                     /* edge-triggered: bytes may wait unread */
   unsigned can_write : 1;                    /* edge-triggered: the socket may have room */
   unsigned peer_shut : 1;                    /* the peer's FIN was reported: read to EOF */
+  unsigned tls_io : 1;                       /* socket I/O goes through OpenSSL (c->tls) */
+  unsigned tls_want_write : 1;               /* OpenSSL must write before it can go on */
   unsigned resp_class : 3;                   /* HTTP response: status/100, 0 unseen, 7 other */
   struct cm__fsrc *fsrc;                     /* file being sent (cm_send_fd), or NULL */
+  struct cm__tls *tls;                       /* TLS state (cm/tls.h), or NULL */
   struct cm_conn *next, *prev;               /* mgr->conns list */
   struct cm_conn *next_poller, *prev_poller; /* mgr->pollers list */
   struct cm_conn *next_pending;              /* mgr->pending list */

@@ -74,6 +74,8 @@ struct cm_mgr {
   size_t send_hiwat;       /* stop reading a connection above this many unsent bytes */
   uint32_t dns_timeout_ms; /* name lookup limit, "DNS timeout" after it (0: 5000) */
   unsigned listen_flags;   /* CM_LISTEN_* for the listeners opened from now on */
+
+  uint32_t tls_hs_timeout_ms; /* TLS handshake limit, "TLS handshake timeout" (0: 10000) */
   /* read-only */
   struct cm_conn *conns;     /* all connections, newest first */
   size_t nconns;             /* number of connections, internal ones included */
