@@ -887,9 +887,10 @@ PyMethodDef manager_methods[] = {
      "poll($self, /, timeout_ms=0)\n--\n\nRun one event-loop iteration (negative timeout: block)."},
     {"listen", KW_METHOD(manager_listen),
      "listen($self, /, url, handler=None, *, http=None, max_head=None, max_headers=None, max_uri=None, "
-     "max_body=None, head_timeout_ms=None, idle_timeout_ms=None)\n--\n\n"
+     "max_body=None, head_timeout_ms=None, idle_timeout_ms=None, max_header_line=None)\n--\n\n"
      "Listen on url; returns the listener.  HTTP listeners take limits (None: the default, 0: none):\n"
-     "max_head and max_headers (431), max_uri (414), max_body (413), head_timeout_ms (408, close),\n"
+     "max_head, max_headers and max_header_line (431), max_uri (414), max_body (413),\n"
+     "head_timeout_ms (408, close),\n"
      "idle_timeout_ms (close)."},
     {"connect", KW_METHOD(manager_connect),
      "connect($self, /, url, handler=None, *, http=None)\n--\n\nStart an outbound connection."},
