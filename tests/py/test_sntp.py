@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from conftest import poll_until
+from conftest import have_ipv6, poll_until
 from ntp_peer import CHRONYD, chronyd
 
 import cymongoose
@@ -289,3 +289,24 @@ def test_sntp_request_on_a_udp_connection(make_manager, fake):
 def test_names_in_all():
     assert "Manager" in cymongoose.__all__ and hasattr(Manager, "sntp_connect")
     assert hasattr(cymongoose.Connection, "sntp_request")
+
+
+@pytest.mark.parametrize(("url", "addr"), [
+    ("udp://127.0.0.1", ("127.0.0.1", 123, False)),
+    ("sntp://127.0.0.1", ("127.0.0.1", 123, False)),
+    ("SNTP://127.0.0.1:1234", ("127.0.0.1", 1234, False)),
+    pytest.param("sntp://[::1]", ("0000:0000:0000:0000:0000:0000:0000:0001", 123, True),
+                 marks=pytest.mark.skipif(not have_ipv6(), reason="no ::1")),
+])
+def test_port_123_by_default(make_manager, url, addr):
+    """sntp:// is UDP (README "Where we differ"), port 123 unless given."""
+    mgr = make_manager()
+    conn = mgr.sntp_connect(url)
+    assert conn.is_udp and conn.remote_addr == addr
+
+
+def test_tcp_url_is_a_tcp_connection(make_manager):
+    """Another scheme is a plain TCP connect, as in the original."""
+    mgr = make_manager()
+    conn = mgr.sntp_connect("tcp://127.0.0.1:9")
+    assert conn.id > 0 and not conn.is_udp
