@@ -170,6 +170,9 @@ typedef struct cm_conn *(*ext_open_fn)(struct cm_mgr *, const char *, cm_handler
 PyObject *manager_open(ManagerObject *m, PyObject *url, PyObject *handler, ext_open_fn fn,
                        const char *fail_fmt);
 
+/* http_response.c: Connection.http_response(), the WSGI/ASGI writer */
+extern PyMethodDef http_response_connection_methods[];
+
 /* util.c */
 extern PyMethodDef util_methods[];
 /* Fill `d` from a str or bytes-like object; TypeError naming `what` else. */
