@@ -49,7 +49,7 @@ fd_leaks() {
 }
 
 tests=("$@")
-[[ ${#tests[@]} -gt 0 ]] || tests=(sock http mgr wakeup timer)
+[[ ${#tests[@]} -gt 0 ]] || tests=(sock http mgr wakeup timer sntp resolve)
 
 failed=()
 for t in "${tests[@]}"; do
