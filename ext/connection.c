@@ -157,8 +157,9 @@ static PyObject *connection_get_remote_addr(ConnectionObject *self, void *closur
   (void) closure;
   const struct cm_conn *c = self->c;
   if (c == NULL) Py_RETURN_NONE;
-  if (c->is_listening && !c->is_udp) return Py_BuildValue("(siO)", "0.0.0.0", 0, Py_False);
-  return addr_tuple(&c->rem); /* a UDP listener: the last sender */
+  /* A TCP listener has no peer: all zero, ("0.0.0.0", 0, False), until a
+   * resolve() on it sets one.  A UDP listener: the last sender. */
+  return addr_tuple(&c->rem);
 }
 
 /* ---- methods ------------------------------------------------------------ */
@@ -238,10 +239,6 @@ static PyObject *connection_resolve(ConnectionObject *self, PyObject *url) {
   const char *u;
   struct cm_conn *c = connection_live(self);
   if (c == NULL || ext_opt_text(url, "url", &u, NULL) < 0) return NULL;
-  if (c->is_listening) {
-    PyErr_SetString(PyExc_RuntimeError, "resolve() needs a connection, not a listener");
-    return NULL;
-  }
   if (c->is_closing) Py_RETURN_NONE;
   ManagerObject *m = ext_hold_manager(c);
   /* A literal answers (and a client connects) right here; a name later,

@@ -169,6 +169,16 @@ extern PyMethodDef connection_methods[];      /* connection.c: every connection 
 extern PyMethodDef http_connection_methods[]; /* http.c */
 extern PyMethodDef tls_connection_methods[];  /* tls.c */
 extern PyMethodDef manager_methods[];         /* manager.c */
+extern PyMethodDef sntp_connection_methods[]; /* sntp.c */
+extern PyMethodDef sntp_manager_methods[];    /* sntp.c */
+/* A core function that opens a connection (cm_connect, cm_sntp_connect...). */
+typedef struct cm_conn *(*ext_open_fn)(struct cm_mgr *, const char *, cm_handler_fn, void *);
+/* A Manager method's connect/listen through the core's `fn`: events fired
+ * inside reach `handler` (SPEC Decision 6).  A new reference to the
+ * Connection, or NULL with RuntimeError(fail_fmt % url) (`fail_fmt` holds
+ * one %U) when the core refuses, or another exception. */
+PyObject *manager_open(ManagerObject *m, PyObject *url, PyObject *handler, ext_open_fn fn,
+                       const char *fail_fmt);
 
 /* http_response.c: Connection.http_response(), the WSGI/ASGI writer */
 extern PyMethodDef http_response_connection_methods[];

@@ -322,6 +322,9 @@ static void dispatch(ManagerObject *self, ConnectionObject *conn, int ev, void *
     Py_DECREF(handler);
   }
   if (kind != VIEW_NONE && data != NULL) data = view_done(self, kind, data);
+  /* SPEC Decision 14: a request whose handler failed before answering
+   * gets a 500 and the connection closes, rather than a client waiting. */
+  if (result == NULL && ev == CM_EV_HTTP_MSG && conn->c != NULL) cm_http_internal_error(conn->c);
   if (result == NULL) manager_handle_exception(self, true);
   self->depth--;
   Py_XDECREF(result);
@@ -491,7 +494,7 @@ static bool is_http_url(const char *url, size_t len) {
   return false;
 }
 
-typedef struct cm_conn *(*open_fn)(struct cm_mgr *, const char *, cm_handler_fn, void *);
+typedef ext_open_fn open_fn;
 
 /* The limits of an HTTP listener (cm_http_limits), as listen() takes them:
  * keyword-only, None for the default, 0 for no limit. */
@@ -501,8 +504,9 @@ typedef struct cm_conn *(*open_fn)(struct cm_mgr *, const char *, cm_handler_fn,
   X(max_uri, size_t, SIZE_MAX)             \
   X(max_body, uint64_t, UINT64_MAX)        \
   X(head_timeout_ms, uint32_t, UINT32_MAX) \
-  X(idle_timeout_ms, uint32_t, UINT32_MAX)
-#define NLIMITS 6
+  X(idle_timeout_ms, uint32_t, UINT32_MAX) \
+  X(max_header_line, size_t, SIZE_MAX)
+#define NLIMITS 7
 
 /* One limit argument into *out; `*given` tells whether it was not None. */
 static int limit_arg(PyObject *obj, const char *name, unsigned long long max, unsigned long long *out,
@@ -540,6 +544,27 @@ static int limits_from_args(PyObject *const *objs, struct cm_http_limits *lim, b
   return 0;
 }
 
+/* Run the core's `fn` (or cm_http_listen_opts with `lim`) on `u`, the
+ * UTF-8 of `url`: events fired inside reach `handler` through
+ * self->call_handler (SPEC Decision 6).  The Connection, or NULL with
+ * RuntimeError(fail_fmt % url) when the core refuses. */
+static PyObject *open_with(ManagerObject *self, PyObject *url, const char *u, PyObject *handler, open_fn fn,
+                           const struct cm_http_limits *lim, const char *fail_fmt) {
+  PyObject *outer = self->call_handler; /* a handler may nest listen/connect */
+  self->call_handler = handler != Py_None ? handler : NULL;
+  struct cm_conn *c = lim != NULL ? cm_http_listen_opts(&self->mgr, u, lim, on_event, self)
+                                  : fn(&self->mgr, u, on_event, self);
+  self->call_handler = outer;
+  if (manager_raise_pending(self) < 0) return NULL; /* a handler's BaseException */
+  ConnectionObject *conn = c != NULL ? conn_object(self, c) : NULL;
+  if (conn == NULL && c != NULL && PyErr_Occurred()) {
+    abandon(c);
+    return NULL;
+  }
+  if (conn == NULL) return PyErr_Format(PyExc_RuntimeError, fail_fmt, url);
+  return Py_NewRef(conn);
+}
+
 /* listen() and connect(): events fired inside the core call (OPEN, and
  * RESOLVE/CONNECT for literal addresses) reach `handler` through
  * self->call_handler (SPEC Decision 6).  `lim` (listen only) carries the
@@ -561,22 +586,21 @@ static PyObject *open_conn(ManagerObject *self, PyObject *url, PyObject *handler
     return NULL;
   }
   open_fn fn = listen ? (use_http ? cm_http_listen : cm_listen) : (use_http ? cm_http_connect : cm_connect);
-  PyObject *outer = self->call_handler; /* a handler may nest listen/connect */
-  self->call_handler = handler != Py_None ? handler : NULL;
-  struct cm_conn *c = lim != NULL ? cm_http_listen_opts(&self->mgr, u, lim, on_event, self)
-                                  : fn(&self->mgr, u, on_event, self);
-  self->call_handler = outer;
-  if (manager_raise_pending(self) < 0) return NULL; /* a handler's BaseException */
-  ConnectionObject *conn = c != NULL ? conn_object(self, c) : NULL;
-  if (conn == NULL && c != NULL && PyErr_Occurred()) {
-    abandon(c);
+  return open_with(self, url, u, handler, fn, lim,
+                   listen ? "Failed to listen on '%U'" : "Failed to connect to '%U'");
+}
+
+PyObject *manager_open(ManagerObject *self, PyObject *url, PyObject *handler, ext_open_fn fn,
+                       const char *fail_fmt) {
+  Py_ssize_t len;
+  if (check_open(self) < 0) return NULL;
+  const char *u = PyUnicode_AsUTF8AndSize(url, &len);
+  if (u == NULL) return NULL;
+  if (strlen(u) != (size_t) len) {
+    PyErr_SetString(PyExc_ValueError, "embedded null character in url");
     return NULL;
   }
-  if (conn == NULL) {
-    return PyErr_Format(PyExc_RuntimeError, listen ? "Failed to listen on '%U'" : "Failed to connect to '%U'",
-                        url);
-  }
-  return Py_NewRef(conn);
+  return open_with(self, url, u, handler, fn, NULL, fail_fmt);
 }
 
 static PyObject *manager_listen(ManagerObject *self, PyObject *args, PyObject *kwargs) {
@@ -589,14 +613,16 @@ static PyObject *manager_listen(ManagerObject *self, PyObject *args, PyObject *k
                            "max_body",
                            "head_timeout_ms",
                            "idle_timeout_ms",
+                           "max_header_line",
                            "reuse_port",
                            NULL};
   PyObject *url, *handler = Py_None, *http = Py_None, *objs[NLIMITS] = {NULL};
   struct cm_http_limits lim;
   bool given = false;
   int reuse_port = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|O$OOOOOOOp:listen", kwlist, &url, &handler, &http,
-                                   &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5], &reuse_port))
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|O$OOOOOOOOp:listen", kwlist, &url, &handler, &http,
+                                   &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5], &objs[6],
+                                   &reuse_port))
     return NULL;
   if (limits_from_args(objs, &lim, &given) < 0) return NULL;
   self->mgr.listen_flags = reuse_port ? CM_LISTEN_REUSEPORT : 0u;
@@ -900,10 +926,12 @@ PyMethodDef manager_methods[] = {
      "poll($self, /, timeout_ms=0)\n--\n\nRun one event-loop iteration (negative timeout: block)."},
     {"listen", KW_METHOD(manager_listen),
      "listen($self, /, url, handler=None, *, http=None, max_head=None, max_headers=None, max_uri=None, "
-     "max_body=None, head_timeout_ms=None, idle_timeout_ms=None, reuse_port=False)\n--\n\n"
+     "max_body=None, head_timeout_ms=None, idle_timeout_ms=None, max_header_line=None, reuse_port=False)"
+     "\n--\n\n"
      "Listen on url; returns the listener.  HTTP listeners take limits (None: the default, 0: none):\n"
-     "max_head and max_headers (431), max_uri (414), max_body (413), head_timeout_ms (408, close),\n"
-     "idle_timeout_ms (close).  reuse_port=True sets SO_REUSEPORT: processes share the port."},
+     "max_head, max_headers and max_header_line (431), max_uri (414), max_body (413),\n"
+     "head_timeout_ms (408, close), idle_timeout_ms (close).  reuse_port=True sets SO_REUSEPORT:\n"
+     "processes share the port."},
     {"fileno", (PyCFunction) manager_fileno, METH_NOARGS,
      "fileno($self, /)\n--\n\nThe loop's epoll descriptor: readable when poll(0) has I/O to do."},
     {"timeout", KW_METHOD(manager_timeout),

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "internal.h"
 
@@ -35,29 +36,34 @@ enum body_kind {
 struct http_state {
   size_t head_len;     /* head of the message being received, 0 until parsed */
   size_t scanned;      /* recv bytes already searched for the end of the head */
+  size_t line_at;      /* start of the first head line not yet measured (line limit) */
+  size_t send_mark;    /* server: c->send.len when CM_EV_HTTP_MSG fired */
   size_t body_len;     /* LENGTH: bytes announced; CHUNKED: de-chunked so far */
   enum body_kind kind; /* framing of the current message, once head_len > 0 */
   bool keep_alive;     /* server: the request being answered keeps the conn */
   bool head_request;   /* server: it was HEAD, so replies carry no body */
   bool dispatching;    /* inside our CM_EV_HTTP_MSG: no resume needed */
+  bool lingering;      /* server: an error answer went out; dropping input */
+  bool shut;           /* server: lingering, and our side is shut down */
   /* server only */
   struct cm__http_srv *srv;  /* the listener's limits and deadline queues */
   uint64_t id;               /* ours, looked up on expiry: never a dangling pointer */
   struct cm__http_wait wait; /* place in a deadline queue (head: since its first byte) */
+  struct cm_timer *linger;   /* ends the lingering close, NULL before */
   /* client only */
   struct cm__http_out *out; /* requests seen by cm_http_send, NULL before */
 };
 
 static void reset(struct http_state *st) {
-  st->head_len = st->scanned = st->body_len = 0;
+  st->head_len = st->scanned = st->body_len = st->line_at = 0;
   st->kind = BODY_LENGTH;
 }
 
 /* The defaults (cm/http.h); also the limits of a connection whose state
  * has no listener (a client). */
 static const struct cm_http_limits default_limits = {
-    CM_HTTP_MAX_HEAD, CM_HTTP_MAX_FIELDS,      CM_HTTP_MAX_URI,
-    CM_HTTP_MAX_BODY, CM_HTTP_HEAD_TIMEOUT_MS, CM_HTTP_IDLE_TIMEOUT_MS,
+    CM_HTTP_MAX_HEAD,        CM_HTTP_MAX_FIELDS,      CM_HTTP_MAX_URI,         CM_HTTP_MAX_BODY,
+    CM_HTTP_HEAD_TIMEOUT_MS, CM_HTTP_IDLE_TIMEOUT_MS, CM_HTTP_MAX_HEADER_LINE,
 };
 
 void cm_http_limits_init(struct cm_http_limits *lim) { *lim = default_limits; }
@@ -68,6 +74,10 @@ static struct http_state *ours(const struct cm_conn *c) {
 }
 
 static void free_state(struct http_state *st) {
+  if (st->linger != NULL) {
+    cm_timer_stop(cm__http_srv_mgr(st->srv), st->linger);
+    free(st->linger);
+  }
   if (st->srv != NULL) {
     cm__http_srv_wait(st->srv, &st->wait, CM__HTTP_Q_NONE);
     cm__http_srv_drop(st->srv);
@@ -106,10 +116,44 @@ static bool still_ours(struct cm_conn *c, struct http_state *st) {
   return !c->is_closing;
 }
 
+/* ---- lingering close (server) ------------------------------------------- */
+
+/* The lingering time is over: close, whatever the client still sends. */
+static void linger_over(struct cm_timer *t, void *arg) {
+  struct http_state *st = arg;
+  struct cm_conn *c = cm_mgr_find(cm__http_srv_mgr(st->srv), st->id);
+  (void) t;
+  if (c != NULL && ours(c) == st) cm_close(c);
+}
+
+/* After an error answer: keep reading (and dropping) until the client
+ * closes or CM_HTTP_LINGER_MS pass.  Closing at once would leave the rest
+ * of a body unread, and a socket closed with unread input sends a reset
+ * that can destroy the answer before the client reads it (RFC 9112 §9.6:
+ * close in stages, first our side, then the reading one). */
+static void linger(struct cm_conn *c, struct http_state *st) {
+  st->lingering = true;
+  if (st->srv == NULL || st->linger != NULL) return;
+  st->linger = calloc(1, sizeof(*st->linger));
+  if (st->linger == NULL) {
+    cm_drain(c); /* no memory: the plain close */
+    return;
+  }
+  cm_timer_start(c->mgr, st->linger, CM_HTTP_LINGER_MS, CM_TIMER_ONCE, linger_over, st);
+}
+
+/* Lingering and the answer is all written: send our FIN, read on. */
+static void linger_flushed(struct cm_conn *c, struct http_state *st) {
+  if (!st->lingering || st->shut || c->send.len > 0 || c->fsrc != NULL || c->fd < 0) return;
+  st->shut = true;
+  shutdown(c->fd, SHUT_WR);
+}
+
 /* Answer a request we refuse with `status` and close after it, dropping
  * whatever else the peer sent: after a framing error or a passed limit the
  * rest of the stream cannot be trusted (RFC 9112 §3, §6.3; RFC 9110 §15.5:
- * "Connection: close" tells the client not to reuse the connection). */
+ * "Connection: close" tells the client not to reuse the connection).  The
+ * close lingers (above). */
 static void refuse(struct cm_conn *c, struct http_state *st, int status, const char *why) {
   char buf[192];
   const char *reason = cm_http_reason(status);
@@ -123,7 +167,9 @@ static void refuse(struct cm_conn *c, struct http_state *st, int status, const c
   c->is_resp = 0;
   c->mgr->stats.http_responses[status / 100 <= 5 ? status / 100 : 0]++;
   cm_send(c, buf, (size_t) n);
-  cm_drain(c);
+  if (st->srv != NULL) linger(c, st);
+  else
+    cm_drain(c);
 }
 
 /* A message that cannot be parsed.  Server: 400 (RFC 9112 §3: a server
@@ -223,16 +269,38 @@ static size_t field_count(const struct cm_http_msg *hm) {
   return hm->num_headers < CM_HTTP_MAX_HEADERS ? hm->num_headers : count_fields(hm->head);
 }
 
+/* Is a header line longer than `max`?  Lines are measured from
+ * st->line_at on, which then moves past the complete ones, so a head that
+ * trickles in is measured once, not once per read; the first line (the
+ * request line) is max_uri's business.  The line still arriving counts
+ * with what it has so far. */
+static bool line_too_long(const char *d, size_t len, struct http_state *st, size_t max) {
+  while (st->line_at < len) {
+    const char *nl = memchr(d + st->line_at, '\n', len - st->line_at);
+    size_t end = nl != NULL ? (size_t) (nl - d) : len;
+    size_t n = end - st->line_at;
+    if (nl != NULL && n > 0 && d[end - 1] == '\r') n--; /* the line ending is not the line */
+    if (st->line_at > 0 && n > max) return true;
+    if (nl == NULL) return false;
+    st->line_at = end + 1;
+  }
+  return false;
+}
+
 /* The status for a head of `len` bytes (`hm` NULL while it is incomplete)
  * that passes a limit, else 0.  414 before 431: RFC 9112 §3 names 414 for
  * a target longer than the server wishes to parse. */
-static int head_limit(const struct cm_conn *c, const struct http_state *st, size_t len,
+static int head_limit(const struct cm_conn *c, struct http_state *st, size_t len,
                       const struct cm_http_msg *hm) {
   const struct cm_http_limits *lim = limits(st);
   const char *d = cm_iobuf_data(&c->recv);
   if (lim->max_uri != 0 && len > lim->max_uri && target_too_long(d, len, lim->max_uri)) return 414;
   /* RFC 6585 §5: 431 for header fields too large, in all or in number. */
   if (lim->max_head != 0 && len > lim->max_head) return 431;
+  /* A head shorter than the line limit cannot hold a line over it: most
+   * requests are never scanned. */
+  size_t max_line = lim->max_header_line;
+  if (max_line != 0 && len > max_line && line_too_long(d, len, st, max_line)) return 431;
   if (hm != NULL && lim->max_headers != 0 && field_count(hm) > lim->max_headers) return 431;
   return 0;
 }
@@ -323,10 +391,20 @@ static bool needs_length(const struct cm_http_msg *hm) {
   return cm_str_eq(hm->method, "POST") || cm_str_eq(hm->method, "PUT");
 }
 
+/* RFC 9112 §2.3, RFC 9110 §15.6.6: this server speaks HTTP/1.x only; the
+ * parser let any "HTTP/d.d" through.  §3.2: an HTTP/1.1 request without
+ * Host is answered 400 (HTTP/1.0 predates the field). */
+static int version_and_host(const struct cm_http_msg *hm) {
+  if (hm->proto.buf[5] != '1') return 505;
+  if (!hm->has_host && hm->proto.buf[7] != '0') return 400;
+  return 0;
+}
+
 /* Server checks of a complete head, before anyone sees it.  Returns
  * whether the request may go on. */
 static bool admit(struct cm_conn *c, struct http_state *st, const struct cm_http_msg *hm, size_t n) {
   int status = head_limit(c, st, n, hm);
+  if (status == 0) status = version_and_host(hm);
   if (status == 0 && st->kind == BODY_LENGTH && body_too_large(c, st, st->body_len)) status = 413;
   if (status == 0 && needs_length(hm)) status = 411;
   if (status != 0) {
@@ -436,6 +514,7 @@ static bool deliver(struct cm_conn *c, struct http_state *st, struct cm_http_msg
     c->resp_class = 0;
     c->mgr->stats.http_requests++;
   }
+  st->send_mark = c->send.len;
   st->dispatching = true;
   fire(c, CM_EV_HTTP_MSG, hm);
   st->dispatching = false;
@@ -480,6 +559,11 @@ static void on_read(struct cm_conn *c, struct http_state *st) {
   /* Our offsets are only valid if nobody else consumed c->recv meanwhile. */
   if (st->head_len + (st->kind == BODY_CHUNKED ? st->body_len : 0) > c->recv.len) reset(st);
   if (st->scanned > c->recv.len) st->scanned = 0;
+  if (st->line_at > c->recv.len) st->line_at = 0;
+  if (st->lingering) {
+    cm_iobuf_consume(&c->recv, c->recv.len); /* after an error answer: dropped */
+    return;
+  }
   /* A server closing after its response reads nothing more: drop what the
    * peer keeps sending rather than let it fill the buffer to the cap. */
   if (!c->is_client && c->is_draining) cm_iobuf_consume(&c->recv, c->recv.len);
@@ -569,7 +653,10 @@ void cm_http_handler(struct cm_conn *c, int ev, void *ev_data) {
       if (ev_data != NULL && *(const long *) ev_data > 0) active(st);
       on_read(c, st);
       break;
-    case CM_EV_WRITE: active(st); break;
+    case CM_EV_WRITE:
+      active(st);
+      linger_flushed(c, st);
+      break;
     case CM_EV_CLOSE: on_close(c, st); break;
     default: break;
   }
@@ -677,6 +764,22 @@ bool cm_http_reply(struct cm_conn *c, int status, const char *headers, size_t he
    * the request (RFC 9110 §15.2); 101 ends HTTP on this connection. */
   if (status >= 200 || status == 101) cm_http_end(c);
   return true;
+}
+
+bool cm_http_response_started(const struct cm_conn *c) {
+  const struct http_state *st = ours(c);
+  if (st == NULL || c->is_client || c->is_listening) return false;
+  if (c->is_closing || c->is_draining || !c->is_resp) return true;
+  return c->send.len != st->send_mark || c->fsrc != NULL;
+}
+
+bool cm_http_internal_error(struct cm_conn *c) {
+  static const char hdrs[] = "Content-Type: text/plain\r\nConnection: close\r\n";
+  static const char body[] = "Internal Server Error\n";
+  struct http_state *st = ours(c);
+  if (st == NULL || c->is_client || c->is_listening || cm_http_response_started(c)) return false;
+  st->keep_alive = false; /* cm_http_end drains after it */
+  return cm_http_reply(c, 500, hdrs, sizeof(hdrs) - 1, body, sizeof(body) - 1);
 }
 
 void cm_http_end(struct cm_conn *c) {

@@ -307,6 +307,7 @@ static int finish(struct cm_http_msg *hm, const struct framing *f, bool v11) {
   /* §6.3 (3): in a response, Transfer-Encoding overrides Content-Length. */
   if (hm->is_response && te) hm->content_length = -1;
   hm->keep_alive = v11 ? !f->conn_close : (f->conn_keep && !f->conn_close);
+  hm->has_host = (f->seen & SEEN_HOST) != 0;
   return OK;
 }
 

@@ -394,7 +394,7 @@ bool cm__resolve_start(struct cm_conn *c, struct cm_str host, uint16_t port) {
 bool cm_resolve(struct cm_conn *c, const char *url) {
   struct cm_url u;
   struct cm_addr a;
-  if (c->is_closing || c->is_listening || url == NULL) return false;
+  if (c->is_closing || url == NULL) return false;
   cm_resolve_cancel(c);
   cm_url_split(url, &u);
   if (u.host.len == 0) return false;

@@ -70,6 +70,13 @@ static int bind_listen(int fd, const struct cm_addr *a, bool udp, unsigned flags
   int on = 1;
   /* Restarting a server must not wait out TIME_WAIT of the old one. */
   if (!udp) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+  /* "[::]" listens on IPv4 too (RFC 3493 §5.3), whatever the system's
+   * default (net.ipv6.bindv6only); IPv4 peers show as ::ffff:a.b.c.d. */
+  static const uint8_t any6[16];
+  if (a->is_ip6 && memcmp(a->ip, any6, 16) == 0) {
+    int off = 0;
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
+  }
   /* Worker processes each bind the same port; the kernel spreads new
    * connections over their sockets (socket(7)). */
   if ((flags & CM_LISTEN_REUSEPORT) && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0)

@@ -255,9 +255,12 @@ class Connection:
     def resolve(self, url: str, /) -> None:
         """Look up the host of ``url``: MG_EV_RESOLVE (``remote_addr`` set) or MG_EV_ERROR follows.
 
-        A client connection not yet connected then connects to the address."""
+        Any connection may ask, listeners included; only a client connection not
+        yet connected then connects to the address."""
     def resolve_cancel(self) -> None:
         """Forget the pending lookup of this connection: no MG_EV_RESOLVE follows."""
+    def sntp_request(self) -> None:
+        """Send one SNTP request now (ignored, with an error log, while the name resolves)."""
     def http_basic_auth(self, username: str | Buffer, password: str | Buffer) -> None:
         """Queue ``Authorization: Basic <base64(username[:password])>\\r\\n`` (no request line)."""
     def close(self) -> None: ...
@@ -329,6 +332,7 @@ class Manager:
         max_body: int | None = None,
         head_timeout_ms: int | None = None,
         idle_timeout_ms: int | None = None,
+        max_header_line: int | None = None,
         reuse_port: bool = False,
     ) -> Connection:
         """Listen on ``url``; returns the listener.
@@ -338,7 +342,7 @@ class Manager:
         the limit.  A request that passes one is answered with the status shown
         and ``Connection: close``; other connections are not disturbed.
 
-        - ``max_head``: request line + headers, bytes -> 431 (default 1 MiB)
+        - ``max_head``: request line + headers, bytes -> 431 (default 64 KiB)
         - ``max_headers``: number of header lines -> 431 (default 1000)
         - ``max_uri``: request-target, bytes -> 414 (default 64 KiB)
         - ``max_body``: body, from Content-Length or de-chunked -> 413 (default 3 MiB)
@@ -346,10 +350,19 @@ class Manager:
           else 408 and close (slowloris; default 30000)
         - ``idle_timeout_ms``: no request, or no progress writing, for this long ->
           close (default 60000)
+        - ``max_header_line``: one header line, bytes -> 431 (default 16 KiB)
+
+        Besides the limits: an HTTP version other than 1.x gets 505, an HTTP/1.1
+        request without ``Host`` 400, and a handler that raises on MG_EV_HTTP_MSG
+        before answering gets the client a 500 (SPEC Decision 14).
         """
     def connect(
         self, url: str, handler: _Handler | None = None, *, http: bool | None = None
     ) -> Connection: ...
+    def sntp_connect(self, url: str, handler: _Handler | None = None) -> Connection:
+        """Ask the SNTP server at ``url`` for the time (``udp://host:port``;
+        ``sntp://host`` is UDP port 123): MG_EV_SNTP_TIME with ms since the epoch
+        (an ``int``), then the connection closes; silence for 3 s closes it."""
     def wakeup(self, connection_id: int, data: bytes = b"") -> bool: ...
     def timer_add(
         self,

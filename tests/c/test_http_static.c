@@ -333,13 +333,13 @@ static void test_conditional(void) {
   for (size_t i = 0; i < CM_ARRAY_SIZE(matches); i++) {
     char val[128];
     snprintf(val, sizeof(val), matches[i], etag);
-    snprintf(req, sizeof(req), "GET /a.txt HTTP/1.1\r\nIf-None-Match: %s\r\n\r\n", val);
+    snprintf(req, sizeof(req), "GET /a.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: %s\r\n\r\n", val);
     fetch(&f, req, &r);
     ASSERT_EQ(r.status, 304);
     ASSERT(strstr(r.head, "Content-Length") == NULL);
     ASSERT(header_is(&r, "Etag", etag));
   }
-  fetch(&f, "GET /a.txt HTTP/1.1\r\nIf-None-Match: \"other\"\r\n\r\n", &r);
+  fetch(&f, "GET /a.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"other\"\r\n\r\n", &r);
   ASSERT(r.status == 200 && body_is(&r, "0123456789"));
   cm_mgr_free(&f.mgr);
 }
@@ -357,7 +357,7 @@ static void test_ranges(void) {
       {"bytes=-50", "0123456789", "bytes 0-9/10"},
   };
   for (size_t i = 0; i < CM_ARRAY_SIZE(ok); i++) {
-    snprintf(req, sizeof(req), "GET /a.txt HTTP/1.1\r\nRange: %s\r\n\r\n", ok[i].range);
+    snprintf(req, sizeof(req), "GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: %s\r\n\r\n", ok[i].range);
     fetch(&f, req, &r);
     ASSERT_EQ(r.status, 206);
     ASSERT(body_is(&r, ok[i].body));
@@ -365,7 +365,7 @@ static void test_ranges(void) {
   }
   static const char *const bad[] = {"bytes=10-", "bytes=99-100", "bytes=-0"};
   for (size_t i = 0; i < CM_ARRAY_SIZE(bad); i++) {
-    snprintf(req, sizeof(req), "GET /a.txt HTTP/1.1\r\nRange: %s\r\n\r\n", bad[i]);
+    snprintf(req, sizeof(req), "GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: %s\r\n\r\n", bad[i]);
     fetch(&f, req, &r);
     ASSERT_EQ(r.status, 416);
     ASSERT(header_is(&r, "Content-Range", "bytes */10"));
@@ -373,17 +373,18 @@ static void test_ranges(void) {
   /* ignored: several ranges, other units, nonsense */
   static const char *const ignored[] = {"bytes=0-1,3-4", "items=0-1", "bytes=5-2", "bytes=x"};
   for (size_t i = 0; i < CM_ARRAY_SIZE(ignored); i++) {
-    snprintf(req, sizeof(req), "GET /a.txt HTTP/1.1\r\nRange: %s\r\n\r\n", ignored[i]);
+    snprintf(req, sizeof(req), "GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: %s\r\n\r\n", ignored[i]);
     fetch(&f, req, &r);
     ASSERT(r.status == 200 && body_is(&r, "0123456789"));
   }
   /* If-Range: the range only while the tag still matches */
   get(&f, "/a.txt", &r);
   ASSERT(header(&r, "Etag", etag, sizeof(etag)) != NULL);
-  snprintf(req, sizeof(req), "GET /a.txt HTTP/1.1\r\nRange: bytes=0-0\r\nIf-Range: %s\r\n\r\n", etag);
+  snprintf(req, sizeof(req), "GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=0-0\r\nIf-Range: %s\r\n\r\n",
+           etag);
   fetch(&f, req, &r);
   ASSERT(r.status == 206 && body_is(&r, "0"));
-  fetch(&f, "GET /a.txt HTTP/1.1\r\nRange: bytes=0-0\r\nIf-Range: \"old\"\r\n\r\n", &r);
+  fetch(&f, "GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=0-0\r\nIf-Range: \"old\"\r\n\r\n", &r);
   ASSERT(r.status == 200 && r.body_len == 10);
   cm_mgr_free(&f.mgr);
 }
@@ -392,7 +393,7 @@ static void test_gzip(void) {
   struct fixture f;
   struct resp r;
   setup(&f);
-  fetch(&f, "GET /gz.txt HTTP/1.1\r\nAccept-Encoding: deflate, gzip;q=0.5\r\n\r\n", &r);
+  fetch(&f, "GET /gz.txt HTTP/1.1\r\nHost: x\r\nAccept-Encoding: deflate, gzip;q=0.5\r\n\r\n", &r);
   ASSERT(r.status == 200 && body_is(&r,
                                     "\x1f\x8b"
                                     "GZIPPED"));
@@ -400,9 +401,9 @@ static void test_gzip(void) {
   ASSERT(header_is(&r, "Content-Type", "text/plain; charset=utf-8"));
   ASSERT(header_is(&r, "Vary", "Accept-Encoding"));
   static const char *const plain[] = {
-      "GET /gz.txt HTTP/1.1\r\n\r\n",
-      "GET /gz.txt HTTP/1.1\r\nAccept-Encoding: gzip;q=0\r\n\r\n",
-      "GET /gz.txt HTTP/1.1\r\nAccept-Encoding: br\r\n\r\n",
+      "GET /gz.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+      "GET /gz.txt HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip;q=0\r\n\r\n",
+      "GET /gz.txt HTTP/1.1\r\nHost: x\r\nAccept-Encoding: br\r\n\r\n",
   };
   for (size_t i = 0; i < CM_ARRAY_SIZE(plain); i++) {
     fetch(&f, plain[i], &r);
@@ -410,7 +411,7 @@ static void test_gzip(void) {
     ASSERT(strstr(r.head, "Content-Encoding") == NULL);
   }
   /* only the compressed file exists */
-  fetch(&f, "GET /only.css HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n", &r);
+  fetch(&f, "GET /only.css HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n", &r);
   ASSERT(r.status == 200 && body_is(&r,
                                     "\x1f\x8b"
                                     "CSS"));
@@ -426,7 +427,7 @@ static void test_head_404_extra(void) {
   char p[256];
   setup(&f);
   f.srv.opts.extra_headers = "X-Extra: 1\r\nCache-Control: no-cache\r\n";
-  fetch(&f, "HEAD /a.txt HTTP/1.1\r\n\r\n", &r);
+  fetch(&f, "HEAD /a.txt HTTP/1.1\r\nHost: x\r\n\r\n", &r);
   ASSERT(r.status == 200 && r.content_length == 10 && r.body_len == 0);
   ASSERT(header_is(&r, "X-Extra", "1") && header_is(&r, "Cache-Control", "no-cache"));
   get(&f, "/missing.txt", &r);
@@ -447,7 +448,7 @@ static void test_head_404_extra(void) {
   struct wire w = {0};
   setup(&f);
   int fd = cm_test_peer_connect(f.port);
-  peer_send(fd, "HEAD /page.html HTTP/1.1\r\n\r\nGET /a.txt HTTP/1.1\r\n\r\n");
+  peer_send(fd, "HEAD /page.html HTTP/1.1\r\nHost: x\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n");
   wait_resp(&f, fd, &w, true, &r);
   ASSERT(r.status == 200 && r.content_length == 9);
   wait_resp(&f, fd, &w, false, &r);
@@ -612,10 +613,10 @@ static void test_big_file(void) {
   int peer = cm_test_peer_connect(f.port);
   /* warm up: the first response allocates the loop's buffers */
   struct wire w = {0};
-  peer_send(peer, "GET /a.txt HTTP/1.1\r\n\r\n");
+  peer_send(peer, "GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n");
   wait_resp(&f, peer, &w, false, &r);
   long before = vm_rss_kb();
-  peer_send(peer, "GET /big.bin HTTP/1.1\r\n\r\nGET /a.txt HTTP/1.1\r\n\r\n");
+  peer_send(peer, "GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n");
   long peak = drain_body(&f, peer, size, NULL, &rest);
   long after = vm_rss_kb();
   fprintf(stderr, "# RSS before %ld kB, peak %ld kB, after %ld kB\n", before, peak, after);
@@ -647,7 +648,7 @@ static void test_read_path(void) {
   setup(&f);
   f.srv.tls = true;
   int peer = cm_test_peer_connect(f.port);
-  peer_send(peer, "GET /pattern.bin HTTP/1.1\r\nConnection: close\r\n\r\n");
+  peer_send(peer, "GET /pattern.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
   drain_body(&f, peer, size, pattern, &rest);
   ASSERT(f.srv.max_send_size <= (256u << 10));
   uint64_t end = cm_millis() + WAIT_MS;
@@ -657,7 +658,7 @@ static void test_read_path(void) {
   /* a range in the middle, over the sendfile path */
   f.srv.tls = false;
   peer = cm_test_peer_connect(f.port);
-  peer_send(peer, "GET /pattern.bin HTTP/1.1\r\nRange: bytes=1000000-1099999\r\n\r\n");
+  peer_send(peer, "GET /pattern.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=1000000-1099999\r\n\r\n");
   memset(&w, 0, sizeof(w));
   end = cm_millis() + WAIT_MS;
   while (memmem(w.buf, w.len, "\r\n\r\n", 4) == NULL && cm_millis() < end) pump(&f.mgr, peer, &w);
@@ -749,7 +750,7 @@ static void test_stream_cut(void) {
     ASSERT(cm_mgr_init(&mgr) == 0);
     struct cm_conn *lsn = cm_http_listen_opts(&mgr, "http://127.0.0.1:0", &lim, watch_fn, &w);
     int peer = cm_test_peer_connect(lsn->loc.port);
-    peer_send(peer, "GET /cut.bin HTTP/1.1\r\n\r\n");
+    peer_send(peer, "GET /cut.bin HTTP/1.1\r\nHost: x\r\n\r\n");
     uint64_t got = 0, start = cm_millis();
     while (got < (1u << 20) && cm_millis() - start < WAIT_MS) {
       cm_mgr_poll(&mgr, 1);

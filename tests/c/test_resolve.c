@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <stdatomic.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h" /* cm__resolve_start, cm__resolve_test_delay_ms */
 #include "test.h"
@@ -220,6 +221,42 @@ static void test_resolve_api(void) {
   cm_mgr_free(&mgr);
 }
 
+/* A listener may resolve too (SPEC 1.5): c->rem is set, nothing connects,
+ * and it keeps accepting. */
+static void test_resolve_on_listener(void) {
+  struct cm_mgr mgr;
+  struct log lg = {0};
+  ASSERT(cm_mgr_init(&mgr) == 0);
+  struct cm_conn *lsn = cm_listen(&mgr, "tcp://127.0.0.1:0", client, &lg);
+  ASSERT(lsn != NULL);
+  int fd0 = lsn->fd;
+  lg.n = 0;
+  ASSERT(cm_resolve(lsn, "tcp://127.0.0.3:81"));
+  ASSERT(lg.n == 1 && lg.events[0] == CM_EV_RESOLVE);
+  ASSERT(memcmp(lsn->rem.ip, "\x7f\0\0\x03", 4) == 0 && lsn->rem.port == 81);
+  ASSERT(lsn->is_listening && lsn->fd == fd0 && !lsn->is_connecting);
+  /* a name, through a worker: the error names it */
+  ASSERT(cm_resolve(lsn, "nowhere.invalid"));
+  ASSERT(cm_test_poll_until(&mgr, &lg.done, WAIT_MS));
+  ASSERT(strcmp(lg.error, "nowhere.invalid DNS lookup failed") == 0);
+  cm_mgr_free(&mgr);
+  /* localhost through getaddrinfo on a listener of a fresh manager */
+  struct log lg2 = {0};
+  ASSERT(cm_mgr_init(&mgr) == 0);
+  lsn = cm_listen(&mgr, "tcp://127.0.0.1:0", client, &lg2);
+  ASSERT(cm__resolve_start(lsn, cm_str_c("localhost"), 7));
+  uint64_t end = cm_millis() + WAIT_MS;
+  while (!saw(&lg2, CM_EV_RESOLVE) && cm_millis() < end) cm_mgr_poll(&mgr, 5);
+  ASSERT(saw(&lg2, CM_EV_RESOLVE) && !saw(&lg2, CM_EV_CONNECT));
+  ASSERT(lsn->rem.port == 7 && lsn->is_listening);
+  int peer = cm_test_peer_connect(lsn->loc.port); /* still accepting */
+  end = cm_millis() + WAIT_MS;
+  while (!saw(&lg2, CM_EV_ACCEPT) && cm_millis() < end) cm_mgr_poll(&mgr, 5);
+  ASSERT(saw(&lg2, CM_EV_ACCEPT));
+  close(peer);
+  cm_mgr_free(&mgr);
+}
+
 /* cm_mgr_free while a worker is inside a slow lookup: it returns at once
  * (the worker is left to finish alone), and nothing leaks once it has. */
 static void test_free_while_busy(void) {
@@ -251,6 +288,7 @@ int main(void) {
   RUN(test_close_while_resolving);
   RUN(test_timeout);
   RUN(test_resolve_api);
+  RUN(test_resolve_on_listener);
   RUN(test_free_while_busy);
   return cm_test_done();
 }

@@ -40,7 +40,8 @@ def capture(make_manager, request: bytes, probe):
 
 
 def query(make_manager, qs: str, probe):
-    return capture(make_manager, b"GET /p?" + qs.encode() + b" HTTP/1.1\r\n\r\n", probe)[0]
+    req = b"GET /p?" + qs.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    return capture(make_manager, req, probe)[0]
 
 
 def test_empty_view():
@@ -101,7 +102,8 @@ def test_request_fields_and_headers(make_manager):
 
 def test_header_text_is_surrogateescaped(make_manager):
     result, _ = capture(
-        make_manager, b"GET / HTTP/1.1\r\nX-Bin: caf\xe9\r\n\r\n", lambda hm: hm.header("x-bin")
+        make_manager, b"GET / HTTP/1.1\r\nHost: x\r\nX-Bin: caf\xe9\r\n\r\n",
+        lambda hm: hm.header("x-bin")
     )
     assert result == "caf\udce9" and result.encode("utf-8", "surrogateescape") == b"caf\xe9"
 
@@ -154,7 +156,7 @@ def test_query_var_requires_str(make_manager):
     ],
 )
 def test_header_var(make_manager, value, var, want):
-    request = b"GET / HTTP/1.1\r\nX-H: " + value.encode() + b"\r\n\r\n"
+    request = b"GET / HTTP/1.1\r\nHost: x\r\nX-H: " + value.encode() + b"\r\n\r\n"
     result, _ = capture(
         make_manager, request, lambda hm: (hm.header_var("x-h", var), hm.header_var("nope", var))
     )
@@ -162,7 +164,7 @@ def test_header_var(make_manager, value, var, want):
 
 
 def test_header_var_keywords(make_manager):
-    request = b"GET / HTTP/1.1\r\nContent-Type: a/b; charset=x\r\n\r\n"
+    request = b"GET / HTTP/1.1\r\nHost: x\r\nContent-Type: a/b; charset=x\r\n\r\n"
     result, _ = capture(
         make_manager,
         request,

@@ -62,12 +62,12 @@ def good(port: int) -> bytes | None:
 def test_max_head_431(make_manager):
     mgr, port = start(make_manager, max_head=512)
     with serve(mgr):
-        resp, eof = exchange(port, b"GET / HTTP/1.1\r\nX: " + b"a" * 600 + b"\r\n\r\n")
+        resp, eof = exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 600 + b"\r\n\r\n")
         assert status_of(resp) == 431 and b"Connection: close" in resp and eof
-        resp, _ = exchange(port, b"GET / HTTP/1.1\r\nX: " + b"a" * 300 + b"\r\n\r\n")
+        resp, _ = exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 300 + b"\r\n\r\n")
         assert status_of(resp) == 200
         # Judged while the head is still arriving: no blank line needed.
-        resp, eof = exchange(port, b"GET / HTTP/1.1\r\nX: " + b"a" * 2000)
+        resp, eof = exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 2000)
         assert status_of(resp) == 431 and eof
 
 
@@ -75,42 +75,45 @@ def test_max_headers_431(make_manager):
     mgr, port = start(make_manager, max_headers=5)
     with serve(mgr):
         def req(n):
-            return b"GET / HTTP/1.1\r\n" + b"".join(b"H%d: v\r\n" % i for i in range(n)) + b"\r\n"
+            fields = b"".join(b"H%d: v\r\n" % i for i in range(n))
+            return b"GET / HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n"
 
-        assert status_of(exchange(port, req(5))[0]) == 200
-        resp, eof = exchange(port, req(6))
+        assert status_of(exchange(port, req(4))[0]) == 200  # and Host: 5 lines
+        resp, eof = exchange(port, req(5))
         assert status_of(resp) == 431 and eof
 
 
 def test_max_uri_414(make_manager):
     mgr, port = start(make_manager, max_uri=64)
     with serve(mgr):
-        assert status_of(exchange(port, b"GET /" + b"a" * 63 + b" HTTP/1.1\r\n\r\n")[0]) == 200
-        resp, eof = exchange(port, b"GET /" + b"a" * 64 + b" HTTP/1.1\r\n\r\n")
+        ok = b"GET /" + b"a" * 63 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        assert status_of(exchange(port, ok)[0]) == 200
+        resp, eof = exchange(port, b"GET /" + b"a" * 64 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
         assert status_of(resp) == 414 and eof
         # A long query counts too (the request-target is path and query).
-        resp, _ = exchange(port, b"GET /?" + b"q" * 100 + b" HTTP/1.1\r\n\r\n")
+        resp, _ = exchange(port, b"GET /?" + b"q" * 100 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
         assert status_of(resp) == 414
 
 
 def test_max_body_413_from_content_length_before_the_body(make_manager):
     mgr, port = start(make_manager, max_body=1000)
     with serve(mgr):
-        resp, _ = exchange(port, b"POST / HTTP/1.1\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000)
+        head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+        resp, _ = exchange(port, head + b"x" * 1000)
         assert resp.endswith(b"1000:/")
         # Refused on the head alone: no body byte is sent at all.
-        resp, eof = exchange(port, b"POST / HTTP/1.1\r\nContent-Length: 1001\r\n\r\n")
+        resp, eof = exchange(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n")
         assert status_of(resp) == 413 and eof
 
 
 def test_max_body_413_while_dechunking(make_manager):
     mgr, port = start(make_manager, max_body=1000)
     with serve(mgr):
-        ok = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + \
+        ok = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + \
              b"1f4\r\n" + b"a" * 500 + b"\r\n" + b"1f4\r\n" + b"b" * 500 + b"\r\n0\r\n\r\n"
         assert exchange(port, ok)[0].endswith(b"1000:/")
         # The third chunk announces 1001 bytes in total: refused at its size line.
-        bad = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + \
+        bad = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + \
               b"1f4\r\n" + b"a" * 500 + b"\r\n" + b"1f4\r\n" + b"b" * 500 + b"\r\n1\r\n"
         resp, eof = exchange(port, bad)
         assert status_of(resp) == 413 and eof
@@ -156,22 +159,27 @@ def test_limits_seen_by_http_client(make_manager):
 
 
 def test_zero_disables_a_limit_and_none_keeps_the_default(make_manager):
-    mgr, port = start(make_manager, max_uri=0, max_headers=0, max_head=None)
+    mgr, port = start(make_manager, max_uri=0, max_headers=0, max_head=200_000,
+                      max_header_line=None)
     with serve(mgr):
-        # 64 KiB is the default URI limit; 0 lifts it (the 1 MiB head limit remains).
-        resp, _ = exchange(port, b"GET /" + b"a" * (100 << 10) + b" HTTP/1.1\r\n\r\n")
+        # 64 KiB is the default URI limit; 0 lifts it (the head limit remains).
+        resp, _ = exchange(port, b"GET /" + b"a" * (100 << 10) + b" HTTP/1.1\r\nHost: x\r\n\r\n")
         assert status_of(resp) == 200
-        many = b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 2000 + b"\r\n"  # default: 1000 fields
+        # the default: 1000 fields
+        many = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 2000 + b"\r\n"
         assert status_of(exchange(port, many)[0]) == 200
-        resp, _ = exchange(port, b"GET / HTTP/1.1\r\nX: " + b"a" * (1 << 20) + b"\r\n\r\n")
-        assert status_of(resp) == 431  # max_head=None: the 1 MiB default
+        resp, _ = exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20_000 + b"\r\n\r\n")
+        assert status_of(resp) == 431  # max_header_line=None: the 16 KiB default
+        short_lines = b"X: aaaa\r\n" * 30_000
+        resp, _ = exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n" + short_lines + b"\r\n")
+        assert status_of(resp) == 431  # max_head=200000, in short lines
 
 
 def test_limits_are_per_listener(make_manager):
     mgr = make_manager()
     _, small = listen_free(mgr, handler=echo, max_body=10)
     _, default = listen_free(mgr, handler=echo)
-    body = b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n" + b"x" * 11
+    body = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n" + b"x" * 11
     with serve(mgr):
         assert status_of(exchange(small, body)[0]) == 413
         assert exchange(default, body)[0].endswith(b"11:/")
@@ -211,7 +219,7 @@ def test_slowloris_head_deadline_408(make_manager):
             closed_at = None
             data = b""
             # One byte every 50 ms: each byte is progress, but the head never ends.
-            for b in b"GET / HTTP/1.1\r\nX-Slow: " + b"a" * 200:
+            for b in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200:
                 try:
                     s.sendall(bytes([b]))
                 except OSError:
@@ -331,9 +339,10 @@ def test_a_violation_does_not_disturb_other_connections(make_manager):
             reader = HttpReader(a)
             assert reader.read_response().endswith(b"0:/first")
             # Meanwhile: a too-large body, a too-long URI, a slowloris.
-            assert status_of(exchange(port, b"POST / HTTP/1.1\r\nContent-Length: 999\r\n\r\n")[0]) \
-                == 413
-            assert status_of(exchange(port, b"GET /" + b"u" * 200 + b" HTTP/1.1\r\n\r\n")[0]) == 414
+            big = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 999\r\n\r\n"
+            assert status_of(exchange(port, big)[0]) == 413
+            long_uri = b"GET /" + b"u" * 200 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+            assert status_of(exchange(port, long_uri)[0]) == 414
             slow = raw_connect(port)
             slow.sendall(b"GET / HTTP/1.1\r\n")
             a.sendall(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -11,9 +11,17 @@
  * A request with "Expect: 100-continue" whose body has not started to arrive
  * gets "HTTP/1.1 100 Continue" before CM_EV_HTTP_HDRS (RFC 9110 §10.1.1).
  *
+ * Requests are held to RFC 9112 as strictly as nginx holds them (SPEC
+ * Decision 14): an HTTP major version other than 1 is answered 505, an
+ * HTTP/1.1 request without Host 400 (§3.2; HTTP/1.0 may omit it).
+ *
  * Limits (struct cm_http_limits, per listener): a request that passes one is
- * answered with its 4xx status, "Connection: close", and the connection
- * drains; other connections are not disturbed.  Server connections are also
+ * answered with its 4xx status and "Connection: close"; other connections
+ * are not disturbed.  After such an error answer the connection lingers
+ * (nginx's lingering close): once the answer is written the server shuts
+ * its side down and reads and drops what the client still sends, until
+ * the client closes or CM_HTTP_LINGER_MS pass, so that a client still
+ * sending its body reads the answer instead of a reset.  Server connections are also
  * closed when a request head takes too long to arrive (slowloris) or when
  * they sit idle between requests. */
 #ifndef CM_HTTP_H
@@ -52,6 +60,7 @@ struct cm_http_msg {
   bool is_response;       /* parsed a status line */
   bool is_chunked;        /* Transfer-Encoding: chunked */
   bool keep_alive;        /* connection persists after this message */
+  bool has_host;          /* a Host header came (kept or not; RFC 9112 §3.2) */
 };
 
 /* Parse the head of a request or response in buf[0..len).  Pure: no
@@ -79,20 +88,24 @@ int cm_http_dechunk(const char *buf, size_t len, size_t *data_ofs, size_t *data_
 /* Server limits.  A field of 0 disables that limit.  Defaults, set by
  * cm_http_limits_init() and used by cm_http_listen(), are in brackets. */
 struct cm_http_limits {
-  size_t max_head;          /* request line + headers, bytes -> 431 [1 MiB] */
+  size_t max_head;          /* request line + headers, bytes -> 431 [64 KiB] */
   size_t max_headers;       /* header lines, kept or not -> 431 [1000] */
   size_t max_uri;           /* request-target, bytes -> 414 [64 KiB] */
   uint64_t max_body;        /* body, from Content-Length or de-chunked -> 413 [3 MiB] */
   uint32_t head_timeout_ms; /* first byte of a head to its end, else 408 + close [30000] */
   uint32_t idle_timeout_ms; /* no request, or no progress writing, for this long -> close [60000] */
+  size_t max_header_line;   /* one header line, bytes -> 431 [16 KiB] */
 };
 
-#define CM_HTTP_MAX_HEAD (1u << 20)
+/* SPEC Decision 14: the limits of the servers users trust (nginx, Node). */
+#define CM_HTTP_MAX_HEAD (64u << 10)
+#define CM_HTTP_MAX_HEADER_LINE (16u << 10)
 #define CM_HTTP_MAX_FIELDS 1000 /* SPEC 2.5.4: a 500-header request is answered */
 #define CM_HTTP_MAX_URI (64u << 10)
 #define CM_HTTP_MAX_BODY (3u << 20)
 #define CM_HTTP_HEAD_TIMEOUT_MS 30000
 #define CM_HTTP_IDLE_TIMEOUT_MS 60000
+#define CM_HTTP_LINGER_MS 2000 /* lingering close after an error answer */
 
 /* Fill `lim` with the defaults above. */
 void cm_http_limits_init(struct cm_http_limits *lim);
@@ -123,6 +136,16 @@ void cm_http_handler(struct cm_conn *c, int ev, void *ev_data);
  * nothing could be queued. */
 bool cm_http_reply(struct cm_conn *c, int status, const char *headers, size_t headers_len, const void *body,
                    size_t len);
+/* Server: has the response to the request being answered started?  True
+ * once anything was queued on `c` since its CM_EV_HTTP_MSG, or the
+ * response was finished, or `c` is closing; false when nothing has been
+ * answered yet, and on a connection that is not an HTTP server one. */
+bool cm_http_response_started(const struct cm_conn *c);
+/* Server: answer the request being handled "500 Internal Server Error"
+ * with "Connection: close" and close after it, if its response has not
+ * started (cm_http_response_started); for a handler that failed.
+ * Returns whether the 500 was sent. */
+bool cm_http_internal_error(struct cm_conn *c);
 /* Finish the current response after raw cm_send() calls: apply
  * "Connection: close", and let the next pipelined request through. */
 void cm_http_end(struct cm_conn *c);

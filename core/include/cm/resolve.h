@@ -31,9 +31,10 @@ struct cm_conn;
 
 /* Resolve the host of `url` ("name", "tcp://name:80", an IP literal) for
  * `c`, replacing any lookup of c still running.  A literal (or "localhost")
- * is answered synchronously, a name later from the loop, as above.  On a
- * connection that already has a socket only c->rem changes (UDP: later
- * sends go there) and CM_EV_RESOLVE fires.  Returns false, with no event to
+ * is answered synchronously, a name later from the loop, as above.  Any
+ * connection may ask, listeners included (SPEC 1.5).  Only a client that
+ * has no socket yet connects to the answer; on any other connection only
+ * c->rem changes (UDP: later sends go there) and CM_EV_RESOLVE fires.  Returns false, with no event to
  * follow, if `url` has no host, c is closing, or the lookup cannot start
  * (no memory, no thread, a name over 253 bytes). */
 bool cm_resolve(struct cm_conn *c, const char *url);
