@@ -154,6 +154,7 @@ static void on_sleep(struct cm_mgr *mgr, bool sleeping, void *arg) {
 static PyTypeObject *view_type(cm_state *st, int kind) {
   switch (kind) {
     case VIEW_HTTP: return st->HttpMessageType;
+    case VIEW_WS: return st->WsMessageType;
     default: return NULL;
   }
 }
@@ -197,6 +198,10 @@ static PyObject *event_data(ManagerObject *self, int ev, void *ev_data, int *kin
       if (ev_data == NULL) break;
       *kind = VIEW_HTTP;
       return view_get(self, VIEW_HTTP, ev_data);
+    case CM_EV_WS_MSG:
+      if (ev_data == NULL) break;
+      *kind = VIEW_WS;
+      return view_get(self, VIEW_WS, ev_data);
     case CM_EV_WAKEUP: {
       const struct cm_str *s = ev_data;
       return PyBytes_FromStringAndSize(s != NULL && s->len > 0 ? s->buf : "",
@@ -540,6 +545,43 @@ static int limits_from_args(PyObject *const *objs, struct cm_http_limits *lim, b
   return 0;
 }
 
+/* The opener of listen() and connect(). */
+struct plain_open {
+  open_fn fn;
+  const struct cm_http_limits *lim; /* listen() with limits, else NULL */
+};
+
+static struct cm_conn *plain_open(struct cm_mgr *mgr, const char *url, cm_handler_fn fn, void *fn_data,
+                                  void *arg) {
+  const struct plain_open *po = arg;
+  if (po->lim != NULL) return cm_http_listen_opts(mgr, url, po->lim, fn, fn_data);
+  return po->fn(mgr, url, fn, fn_data);
+}
+
+PyObject *manager_open(ManagerObject *self, PyObject *url, PyObject *handler, ext_open_fn open, void *arg,
+                       const char *fail_fmt) {
+  Py_ssize_t len;
+  if (check_open(self) < 0) return NULL;
+  const char *u = PyUnicode_AsUTF8AndSize(url, &len);
+  if (u == NULL) return NULL;
+  if (strlen(u) != (size_t) len) {
+    PyErr_SetString(PyExc_ValueError, "embedded null character in url");
+    return NULL;
+  }
+  PyObject *outer = self->call_handler; /* a handler may nest listen/connect */
+  self->call_handler = handler != Py_None ? handler : NULL;
+  struct cm_conn *c = open(&self->mgr, u, on_event, self, arg);
+  self->call_handler = outer;
+  if (manager_raise_pending(self) < 0) return NULL; /* a handler's BaseException */
+  ConnectionObject *conn = c != NULL ? conn_object(self, c) : NULL;
+  if (conn == NULL && c != NULL && PyErr_Occurred()) {
+    abandon(c);
+    return NULL;
+  }
+  if (conn == NULL) return PyErr_Format(PyExc_RuntimeError, fail_fmt, url);
+  return Py_NewRef(conn);
+}
+
 /* listen() and connect(): events fired inside the core call (OPEN, and
  * RESOLVE/CONNECT for literal addresses) reach `handler` through
  * self->call_handler (SPEC Decision 6).  `lim` (listen only) carries the
@@ -561,37 +603,43 @@ static PyObject *open_conn(ManagerObject *self, PyObject *url, PyObject *handler
     return NULL;
   }
   open_fn fn = listen ? (use_http ? cm_http_listen : cm_listen) : (use_http ? cm_http_connect : cm_connect);
-  PyObject *outer = self->call_handler; /* a handler may nest listen/connect */
-  self->call_handler = handler != Py_None ? handler : NULL;
-  struct cm_conn *c = lim != NULL ? cm_http_listen_opts(&self->mgr, u, lim, on_event, self)
-                                  : fn(&self->mgr, u, on_event, self);
-  self->call_handler = outer;
-  if (manager_raise_pending(self) < 0) return NULL; /* a handler's BaseException */
-  ConnectionObject *conn = c != NULL ? conn_object(self, c) : NULL;
-  if (conn == NULL && c != NULL && PyErr_Occurred()) {
-    abandon(c);
-    return NULL;
-  }
-  if (conn == NULL) {
-    return PyErr_Format(PyExc_RuntimeError, listen ? "Failed to listen on '%U'" : "Failed to connect to '%U'",
-                        url);
-  }
-  return Py_NewRef(conn);
+  struct plain_open po = {fn, lim};
+  return manager_open(self, url, handler, plain_open, &po,
+                      listen ? "Failed to listen on '%U'" : "Failed to connect to '%U'");
 }
 
 static PyObject *manager_listen(ManagerObject *self, PyObject *args, PyObject *kwargs) {
-  static char *kwlist[] = {"url",      "handler",         "http",
-                           "max_head", "max_headers",     "max_uri",
-                           "max_body", "head_timeout_ms", "idle_timeout_ms",
+  static char *kwlist[] = {"url",
+                           "handler",
+                           "http",
+                           "max_head",
+                           "max_headers",
+                           "max_uri",
+                           "max_body",
+                           "head_timeout_ms",
+                           "idle_timeout_ms",
+                           "ws_max_message",
+                           "ws_deflate",
                            NULL};
   PyObject *url, *handler = Py_None, *http = Py_None, *objs[NLIMITS] = {NULL};
+  PyObject *ws_max = NULL, *ws_deflate = NULL;
   struct cm_http_limits lim;
-  bool given = false;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|O$OOOOOOO:listen", kwlist, &url, &handler, &http,
-                                   &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5]))
+  struct cm_ws_opts ws;
+  bool given = false, ws_given = false;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|O$OOOOOOOOO:listen", kwlist, &url, &handler, &http,
+                                   &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5], &ws_max,
+                                   &ws_deflate))
     return NULL;
   if (limits_from_args(objs, &lim, &given) < 0) return NULL;
-  return open_conn(self, url, handler, http, given ? &lim : NULL, true);
+  if (ext_ws_opts(ws_max, ws_deflate, &ws, &ws_given) < 0) return NULL;
+  PyObject *conn = open_conn(self, url, handler, http, given || ws_given ? &lim : NULL, true);
+  /* The WebSocket settings of the connections this listener will upgrade. */
+  struct cm_conn *c = conn != NULL ? ((ConnectionObject *) conn)->c : NULL;
+  if (ws_given && c != NULL && !cm_ws_listen_opts(c, &ws)) {
+    Py_DECREF(conn);
+    return PyErr_NoMemory();
+  }
+  return conn;
 }
 
 static PyObject *manager_connect(ManagerObject *self, PyObject *args, PyObject *kwargs) {
@@ -856,10 +904,11 @@ PyMethodDef manager_methods[] = {
      "poll($self, /, timeout_ms=0)\n--\n\nRun one event-loop iteration (negative timeout: block)."},
     {"listen", KW_METHOD(manager_listen),
      "listen($self, /, url, handler=None, *, http=None, max_head=None, max_headers=None, max_uri=None, "
-     "max_body=None, head_timeout_ms=None, idle_timeout_ms=None)\n--\n\n"
+     "max_body=None, head_timeout_ms=None, idle_timeout_ms=None, ws_max_message=None, "
+     "ws_deflate=True)\n--\n\n"
      "Listen on url; returns the listener.  HTTP listeners take limits (None: the default, 0: none):\n"
      "max_head and max_headers (431), max_uri (414), max_body (413), head_timeout_ms (408, close),\n"
-     "idle_timeout_ms (close)."},
+     "idle_timeout_ms (close).  ws_max_message (1009) and ws_deflate apply to WebSocket upgrades."},
     {"connect", KW_METHOD(manager_connect),
      "connect($self, /, url, handler=None, *, http=None)\n--\n\nStart an outbound connection."},
     {"wakeup", KW_METHOD(manager_wakeup),

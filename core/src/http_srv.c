@@ -51,7 +51,9 @@ void cm__http_srv_drop(struct cm__http_srv *s) {
 
 const struct cm_http_limits *cm__http_srv_limits(const struct cm__http_srv *s) { return &s->lim; }
 
-struct cm_ws_opts *cm__http_srv_ws(struct cm__http_srv *s) { return &s->ws; }
+struct cm_ws_opts *cm__http_srv_ws(struct cm__http_srv *s) {
+  return &s->ws;
+}
 
 struct cm_mgr *cm__http_srv_mgr(const struct cm__http_srv *s) {
   return s->mgr;

@@ -29,34 +29,32 @@
 enum phase { HANDSHAKE, OPEN };
 
 struct ws_state {
-  struct cm_conn *c;     /* ours (for the close timer) */
-  uint64_t max;          /* message limit, bytes */
-  uint8_t phase;         /* HANDSHAKE (client, until the 101) or OPEN */
-  bool sent_close;       /* we sent a close frame: send nothing more */
-  bool got_close;        /* the peer's close came (or we failed): read nothing more */
-  bool offered_deflate;  /* client: our handshake offered permessage-deflate */
+  struct cm_conn *c;    /* ours (for the close timer) */
+  uint64_t max;         /* message limit, bytes */
+  uint8_t phase;        /* HANDSHAKE (client, until the 101) or OPEN */
+  bool sent_close;      /* we sent a close frame: send nothing more */
+  bool got_close;       /* the peer's close came (or we failed): read nothing more */
+  bool offered_deflate; /* client: our handshake offered permessage-deflate */
   /* the frame being received, when its payload streams into `msg` */
   bool in_frame;         /* fr is valid */
   struct cm_ws_frame fr; /* its header */
   uint64_t fr_got;       /* payload bytes of it taken so far */
   /* the message being reassembled */
-  bool in_msg;          /* a fragmented message is under way */
-  uint8_t msg_op;       /* its opcode (TEXT or BINARY) */
-  bool msg_z;           /* compressed (RSV1 on its first frame) */
-  struct cm_utf8 utf8;  /* text validation so far */
-  struct cm_iobuf msg;  /* payload so far (compressed if msg_z) */
-  struct cm_iobuf out;  /* inflated payload; compressed output when sending */
-  struct cm__ws_z *z;   /* permessage-deflate streams, NULL if not negotiated */
-  struct cm__ws_pmd pmd; /* its parameters */
+  bool in_msg;                 /* a fragmented message is under way */
+  uint8_t msg_op;              /* its opcode (TEXT or BINARY) */
+  bool msg_z;                  /* compressed (RSV1 on its first frame) */
+  struct cm_utf8 utf8;         /* text validation so far */
+  struct cm_iobuf msg;         /* payload so far (compressed if msg_z) */
+  struct cm_iobuf out;         /* inflated payload; compressed output when sending */
+  struct cm__ws_z *z;          /* permessage-deflate streams, NULL if not negotiated */
+  struct cm__ws_pmd pmd;       /* its parameters */
   struct cm_timer close_timer; /* our close unanswered */
-  char accept[32];      /* client: the Sec-WebSocket-Accept we expect */
-  uint8_t rnd[64];      /* client: masking keys, refilled from the CSPRNG */
-  uint8_t rnd_pos;      /* next unused byte of rnd (64: empty) */
+  char accept[32];             /* client: the Sec-WebSocket-Accept we expect */
+  uint8_t rnd[64];             /* client: masking keys, refilled from the CSPRNG */
+  uint8_t rnd_pos;             /* next unused byte of rnd (64: empty) */
 };
 
-static struct ws_state *ours(const struct cm_conn *c) {
-  return c->pfn == cm_ws_handler ? c->pfn_data : NULL;
-}
+static struct ws_state *ours(const struct cm_conn *c) { return c->pfn == cm_ws_handler ? c->pfn_data : NULL; }
 
 /* Our events go to the user handler only (cm_call would give them back to
  * us through c->pfn). */
@@ -242,8 +240,8 @@ static void on_control(struct cm_conn *c, struct ws_state *st, uint8_t op, struc
   struct cm_str reason;
   int bad = cm_ws_close_parse(payload, &code, &reason);
   if (bad != 0) {
-    fail(c, st, (unsigned) bad, bad == CM_WS_CLOSE_INVALID_DATA ? "invalid UTF-8 in close reason"
-                                                               : "invalid close frame");
+    fail(c, st, (unsigned) bad,
+         bad == CM_WS_CLOSE_INVALID_DATA ? "invalid UTF-8 in close reason" : "invalid close frame");
     return;
   }
   st->got_close = true;
@@ -494,7 +492,8 @@ bool cm_ws_upgrade(struct cm_conn *c, const struct cm_http_msg *hm, const char *
                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                    "Sec-WebSocket-Accept: %s\r\n%s%s",
                    accept, proto, ext);
-  bool ok = st != NULL && n > 0 && (size_t) n < sizeof(head) && cm_iobuf_reserve(&c->send, (size_t) n + headers_len + 2) == 0;
+  bool ok = st != NULL && n > 0 && (size_t) n < sizeof(head) &&
+            cm_iobuf_reserve(&c->send, (size_t) n + headers_len + 2) == 0;
   if (!ok) {
     if (st != NULL) free_state(st);
     return refuse(c, 500, "Connection: close\r\n", "Internal error\n");
@@ -553,13 +552,13 @@ static bool queue_request(struct cm_conn *c, struct ws_state *st, const char *ur
   if (!accept_key(cm_str_n(key, 24), st->accept)) return false;
   struct cm_str uri = u.uri.len > 0 ? u.uri : cm_str_c("/");
   const char *lb = u.host_is_ip6 ? "[" : "", *rb = u.host_is_ip6 ? "]" : "";
-  int n = snprintf(req, sizeof(req),
-                   "GET %.*s HTTP/1.1\r\nHost: %s%.*s%s%s%.*s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                   "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s",
-                   (int) uri.len, uri.buf, lb, (int) u.host.len, u.host.buf != NULL ? u.host.buf : "", rb,
-                   u.port.len > 0 ? ":" : "", (int) u.port.len, u.port.buf != NULL ? u.port.buf : "", key,
-                   st->offered_deflate ? "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
-                                       : "");
+  int n = snprintf(
+      req, sizeof(req),
+      "GET %.*s HTTP/1.1\r\nHost: %s%.*s%s%s%.*s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s",
+      (int) uri.len, uri.buf, lb, (int) u.host.len, u.host.buf != NULL ? u.host.buf : "", rb,
+      u.port.len > 0 ? ":" : "", (int) u.port.len, u.port.buf != NULL ? u.port.buf : "", key,
+      st->offered_deflate ? "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" : "");
   if (n <= 0 || (size_t) n >= sizeof(req)) return false;
   size_t hl = headers != NULL ? strlen(headers) : 0;
   if (cm_iobuf_reserve(&c->send, (size_t) n + hl + 2) != 0) return false;

@@ -58,8 +58,8 @@ static bool parse_params(struct cm_str rest, bool offer, struct cm__ws_pmd *p) {
   while (next_item(&rest, ';', &param)) {
     const char *eq = param.len > 0 ? memchr(param.buf, '=', param.len) : NULL;
     struct cm_str name = trim(cm_str_n(param.buf, eq != NULL ? (size_t) (eq - param.buf) : param.len));
-    struct cm_str value = eq != NULL ? trim(cm_str_n(eq + 1, param.len - (size_t) (eq + 1 - param.buf)))
-                                     : cm_str_n(NULL, 0);
+    struct cm_str value =
+        eq != NULL ? trim(cm_str_n(eq + 1, param.len - (size_t) (eq + 1 - param.buf))) : cm_str_n(NULL, 0);
     unsigned bit;
     if (cm_str_casecmp(name, cm_str_c("server_no_context_takeover")) && eq == NULL) {
       bit = P_SNC;
@@ -98,7 +98,7 @@ bool cm__ws_pmd_negotiate(struct cm_str offers, struct cm__ws_pmd *p, char *resp
      * capping our window at 8 bits is one. */
     if (!parse_params(rest, true, p) || p->server_bits == 8) continue;
     if (p->server_bits == 0) p->server_bits = 15;
-    int n = snprintf(resp, size, "Sec-WebSocket-Extensions: permessage-deflate%s%s", 
+    int n = snprintf(resp, size, "Sec-WebSocket-Extensions: permessage-deflate%s%s",
                      p->server_no_context ? "; server_no_context_takeover" : "",
                      p->client_no_context ? "; client_no_context_takeover" : "");
     if (n > 0 && (size_t) n < size && p->server_bits != 15)
@@ -159,8 +159,9 @@ void cm__ws_z_free(struct cm__ws_z *z) {
 /* The streams are made on first use: a connection that never sends a
  * compressed message pays nothing for a deflater (~256 KiB). */
 static bool def_ready(struct cm__ws_z *z) {
-  if (!z->def_ready) z->def_ready = deflateInit2(&z->def, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -z->bits, 8,
-                                                 Z_DEFAULT_STRATEGY) == Z_OK;
+  if (!z->def_ready)
+    z->def_ready =
+        deflateInit2(&z->def, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -z->bits, 8, Z_DEFAULT_STRATEGY) == Z_OK;
   return z->def_ready;
 }
 

@@ -72,11 +72,11 @@ enum {
   CM_WS_CLOSE_INTERNAL = 1011,
 };
 
-#define CM_WS_MAX_CONTROL 125              /* control payload limit (§5.5) */
-#define CM_WS_MAX_HEADER 14                /* 2 + 8 (length) + 4 (mask) */
-#define CM_WS_MAX_MESSAGE (64ull << 20)    /* default message limit: 64 MiB */
-#define CM_WS_MAX_HANDSHAKE (64u << 10)    /* a client refuses a longer 101 head */
-#define CM_WS_CLOSE_TIMEOUT_MS 5000        /* our close unanswered: close TCP */
+#define CM_WS_MAX_CONTROL 125           /* control payload limit (§5.5) */
+#define CM_WS_MAX_HEADER 14             /* 2 + 8 (length) + 4 (mask) */
+#define CM_WS_MAX_MESSAGE (64ull << 20) /* default message limit: 64 MiB */
+#define CM_WS_MAX_HANDSHAKE (64u << 10) /* a client refuses a longer 101 head */
+#define CM_WS_CLOSE_TIMEOUT_MS 5000     /* our close unanswered: close TCP */
 
 /* ---- ws_frame.c: the pure codec ----------------------------------------- */
 
@@ -122,8 +122,8 @@ size_t cm_ws_header(uint8_t out[CM_WS_MAX_HEADER], uint8_t flags, uint64_t len, 
  * nothing above U+10FFFF).  Zero-initialise; feed the bytes of a message in
  * any pieces. */
 struct cm_utf8 {
-  uint8_t need;  /* continuation bytes still expected */
-  uint8_t lo;    /* allowed range of the next one */
+  uint8_t need; /* continuation bytes still expected */
+  uint8_t lo;   /* allowed range of the next one */
   uint8_t hi;
   uint8_t state; /* 0 good, 1 failed */
 };
