@@ -45,7 +45,8 @@ struct ws_state {
   bool msg_z;                  /* compressed (RSV1 on its first frame) */
   struct cm_utf8 utf8;         /* text validation so far */
   struct cm_iobuf msg;         /* payload so far (compressed if msg_z) */
-  struct cm_iobuf out;         /* inflated payload; compressed output when sending */
+  struct cm_iobuf out;   /* inflated payload */
+  struct cm_iobuf zout;  /* a message compressed for sending (not `out`: an echo sends what `out` holds) */
   struct cm__ws_z *z;          /* permessage-deflate streams, NULL if not negotiated */
   struct cm__ws_pmd pmd;       /* its parameters */
   struct cm_timer close_timer; /* our close unanswered */
@@ -70,6 +71,7 @@ static struct ws_state *new_state(struct cm_conn *c, const struct cm_ws_opts *op
   st->rnd_pos = sizeof(st->rnd);
   cm_iobuf_init(&st->msg, 0);
   cm_iobuf_init(&st->out, 0);
+  cm_iobuf_init(&st->zout, 0);
   return st;
 }
 
@@ -77,6 +79,7 @@ static void free_state(struct ws_state *st) {
   cm_timer_stop(st->c->mgr, &st->close_timer);
   cm_iobuf_free(&st->msg);
   cm_iobuf_free(&st->out);
+  cm_iobuf_free(&st->zout);
   cm__ws_z_free(st->z);
   free(st);
 }
@@ -166,11 +169,12 @@ bool cm_ws_send(struct cm_conn *c, const void *data, size_t len, int op) {
   uint8_t flags = (uint8_t) (CM_WS_FIN | (unsigned) op);
   if (st->z == NULL || op >= CM_WS_OP_CLOSE || len < MIN_DEFLATE) return send_frame(c, st, flags, data, len);
   /* RFC 7692 §6: the whole message compressed, RSV1 on its (only) frame. */
-  cm_iobuf_consume(&st->out, st->out.len);
-  long n = cm__ws_z_deflate(st->z, data, len, &st->out);
-  bool ok = n >= 0 && send_frame(c, st, flags | CM_WS_RSV1, cm_iobuf_data(&st->out), (size_t) n);
-  cm_iobuf_consume(&st->out, st->out.len);
-  if (st->out.size > KEEP_BUF) cm_iobuf_free(&st->out);
+  struct cm_iobuf *z = &st->zout;
+  cm_iobuf_consume(z, z->len);
+  long n = cm__ws_z_deflate(st->z, data, len, z);
+  bool ok = n >= 0 && send_frame(c, st, flags | CM_WS_RSV1, cm_iobuf_data(z), (size_t) n);
+  cm_iobuf_consume(z, z->len);
+  if (z->size > KEEP_BUF) cm_iobuf_free(z);
   return ok;
 }
 
@@ -205,6 +209,7 @@ static bool complete(struct cm_conn *c, struct ws_state *st, uint8_t op, bool z,
     }
   }
   deliver(c, op, data);
+  if (st->out.size > KEEP_BUF) cm_iobuf_free(&st->out);
   return true;
 }
 
@@ -218,7 +223,6 @@ static bool finish_message(struct cm_conn *c, struct ws_state *st) {
   bool ok = complete(c, st, st->msg_op, st->msg_z, cm_str_n(cm_iobuf_data(&st->msg), st->msg.len));
   cm_iobuf_consume(&st->msg, st->msg.len);
   if (st->msg.size > KEEP_BUF) cm_iobuf_free(&st->msg);
-  if (st->out.size > KEEP_BUF) cm_iobuf_free(&st->out);
   return ok;
 }
 
