@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import struct
+import time
 from typing import Any
 
 import pytest
@@ -335,3 +336,25 @@ def test_ws_connect_then_error_then_close(manager):
         srv.close()
     assert MG_EV_ERROR in evs and MG_EV_WS_OPEN not in evs
     assert evs.index(MG_EV_ERROR) < evs.index(MG_EV_CLOSE)
+
+
+def test_our_close_unanswered_closes_tcp_after_the_timeout():
+    def handler(conn: Any, ev: int, data: Any) -> None:
+        if ev == MG_EV_HTTP_MSG:
+            conn.ws_upgrade(data)
+        elif ev == MG_EV_WS_MSG:
+            conn.ws_send(struct.pack("!H", 1001), 8)
+
+    mgr = Manager(handler)
+    try:
+        _, port = listen_free(mgr)
+        with serve(mgr):
+            ws = RawWs(port)
+            ws.send(frame(OP_TEXT, b"go away"))
+            assert ws.recv_frame() == (0x88, b"\x03\xe9")
+            t0 = time.monotonic()
+            ws.expect_eof(timeout=15)  # we never answer: the server gives up (5 s)
+            assert time.monotonic() - t0 > 3
+            ws.close()
+    finally:
+        mgr.close()
