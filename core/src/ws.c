@@ -40,15 +40,15 @@ struct ws_state {
   struct cm_ws_frame fr; /* its header */
   uint64_t fr_got;       /* payload bytes of it taken so far */
   /* the message being reassembled */
-  bool in_msg;                 /* a fragmented message is under way */
-  uint8_t msg_op;              /* its opcode (TEXT or BINARY) */
-  bool msg_z;                  /* compressed (RSV1 on its first frame) */
-  struct cm_utf8 utf8;         /* text validation so far */
-  struct cm_iobuf msg;         /* payload so far (compressed if msg_z) */
+  bool in_msg;           /* a fragmented message is under way */
+  uint8_t msg_op;        /* its opcode (TEXT or BINARY) */
+  bool msg_z;            /* compressed (RSV1 on its first frame) */
+  struct cm_utf8 utf8;   /* text validation so far */
+  struct cm_iobuf msg;   /* payload so far (compressed if msg_z) */
   struct cm_iobuf out;   /* inflated payload */
   struct cm_iobuf zout;  /* a message compressed for sending (not `out`: an echo sends what `out` holds) */
-  struct cm__ws_z *z;          /* permessage-deflate streams, NULL if not negotiated */
-  struct cm__ws_pmd pmd;       /* its parameters */
+  struct cm__ws_z *z;    /* permessage-deflate streams, NULL if not negotiated */
+  struct cm__ws_pmd pmd; /* its parameters */
   struct cm_timer close_timer; /* our close unanswered */
   char accept[32];             /* client: the Sec-WebSocket-Accept we expect */
   uint8_t rnd[64];             /* client: masking keys, refilled from the CSPRNG */
@@ -147,6 +147,9 @@ static void fail(struct cm_conn *c, struct ws_state *st, unsigned code, const ch
   st->got_close = true;
   cm_iobuf_consume(&c->recv, c->recv.len);
   if (!st->sent_close && st->phase == OPEN) send_close(c, st, buf, close_payload(buf, code, cm_str_c(why)));
+  /* A peer that does not read cannot keep us draining forever. */
+  if (!cm_timer_running(&st->close_timer))
+    cm_timer_start(c->mgr, &st->close_timer, CM_WS_CLOSE_TIMEOUT_MS, CM_TIMER_ONCE, close_expired, st);
   CM_ERROR("conn %llu: %s", (unsigned long long) c->id, why);
   cm_drain(c);
   fire(c, CM_EV_ERROR, (void *) why);
