@@ -256,8 +256,8 @@ static void on_control(struct cm_conn *c, struct ws_state *st, uint8_t op, struc
   /* §5.5.1: answer with a close frame, echoing the code (none if none came),
    * then close the TCP connection (§7.1.1) once it is written. */
   if (!st->sent_close && !c->is_closing) {
-    uint8_t buf[2];
-    send_close(c, st, buf, code == 1005 ? 0 : close_payload(buf, code, cm_str_n(NULL, 0)));
+    uint8_t buf[2] = {(uint8_t) (code >> 8), (uint8_t) code};
+    send_close(c, st, buf, code == 1005 ? 0 : 2);
   }
   cm_drain(c);
 }
@@ -281,13 +281,9 @@ static bool admit(struct cm_conn *c, struct ws_state *st, const struct cm_ws_fra
   return true;
 }
 
-/* Take what has arrived of the payload of the streaming frame `fr`.
- * Returns true when the frame is complete (and its message, if it was the
- * last, delivered): the next frame may follow. */
-static bool take_payload(struct cm_conn *c, struct ws_state *st) {
-  uint64_t left = st->fr.len - st->fr_got;
-  size_t n = c->recv.len < left ? c->recv.len : (size_t) left;
-  if (n == 0 && left > 0) return false;
+/* Move n > 0 payload bytes of the streaming frame from c->recv to `msg`,
+ * unmasked.  Returns false if the connection failed. */
+static bool append_payload(struct cm_conn *c, struct ws_state *st, size_t n) {
   if (cm_iobuf_add(&st->msg, cm_iobuf_data(&c->recv), n) != 0) {
     fail(c, st, CM_WS_CLOSE_INTERNAL, "OOM");
     return false;
@@ -301,6 +297,17 @@ static bool take_payload(struct cm_conn *c, struct ws_state *st) {
     fail(c, st, CM_WS_CLOSE_INVALID_DATA, "invalid UTF-8 in text message");
     return false;
   }
+  return true;
+}
+
+/* Take what has arrived of the payload of the streaming frame `fr`.
+ * Returns true when the frame is complete (and its message, if it was the
+ * last, delivered): the next frame may follow. */
+static bool take_payload(struct cm_conn *c, struct ws_state *st) {
+  uint64_t left = st->fr.len - st->fr_got;
+  size_t n = c->recv.len < left ? c->recv.len : (size_t) left;
+  if (n == 0 && left > 0) return false;
+  if (n > 0 && !append_payload(c, st, n)) return false;
   if (st->fr_got < st->fr.len) return false;
   st->in_frame = false;
   return !st->fr.fin || finish_message(c, st);
