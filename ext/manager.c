@@ -632,7 +632,18 @@ static PyObject *manager_listen(ManagerObject *self, PyObject *args, PyObject *k
     return NULL;
   if (limits_from_args(objs, &lim, &given) < 0) return NULL;
   if (ext_ws_opts(ws_max, ws_deflate, &ws, &ws_given) < 0) return NULL;
-  PyObject *conn = open_conn(self, url, handler, http, given || ws_given ? &lim : NULL, true);
+  if (ws_given && !given) {
+    /* Only an HTTP listener upgrades: say so in WebSocket terms. */
+    Py_ssize_t n;
+    const char *u = PyUnicode_AsUTF8AndSize(url, &n);
+    int use_http = u == NULL ? -1 : http == Py_None ? is_http_url(u, (size_t) n) : PyObject_IsTrue(http);
+    if (use_http < 0) return NULL;
+    if (!use_http) {
+      PyErr_SetString(PyExc_ValueError, "ws_max_message and ws_deflate apply only to an HTTP listener");
+      return NULL;
+    }
+  }
+  PyObject *conn = open_conn(self, url, handler, http, given ? &lim : NULL, true);
   /* The WebSocket settings of the connections this listener will upgrade. */
   struct cm_conn *c = conn != NULL ? ((ConnectionObject *) conn)->c : NULL;
   if (ws_given && c != NULL && !cm_ws_listen_opts(c, &ws)) {

@@ -46,7 +46,7 @@ struct ws_state {
   struct cm_utf8 utf8;   /* text validation so far */
   struct cm_iobuf msg;   /* payload so far (compressed if msg_z) */
   struct cm_iobuf out;   /* inflated payload */
-  struct cm_iobuf zout;  /* a message compressed for sending (not `out`: an echo sends what `out` holds) */
+  struct cm_iobuf zout;  /* compressed for sending (an echo sends from `out`) */
   struct cm__ws_z *z;    /* permessage-deflate streams, NULL if not negotiated */
   struct cm__ws_pmd pmd; /* its parameters */
   struct cm_timer close_timer; /* our close unanswered */

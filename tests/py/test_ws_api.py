@@ -358,3 +358,14 @@ def test_our_close_unanswered_closes_tcp_after_the_timeout():
             ws.close()
     finally:
         mgr.close()
+
+
+def test_ws_listen_options_checked(manager):
+    with pytest.raises(ValueError, match="only to an HTTP listener"):
+        manager.listen("tcp://127.0.0.1:0", ws_deflate=False)
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="ws_max_message"):
+            manager.listen("http://127.0.0.1:0", ws_max_message=bad)
+    with pytest.raises(TypeError):
+        manager.listen("http://127.0.0.1:0", ws_max_message="big")
+    assert manager.listen("http://127.0.0.1:0", ws_max_message=1, ws_deflate=False).is_listening
