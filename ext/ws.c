@@ -147,12 +147,9 @@ static PyObject *connection_ws_send(ConnectionObject *self, PyObject *const *arg
   } else {
     /* A closing connection, or one that sent its close frame, drops what
      * comes after (ASGI may send once the peer is gone). */
-    if ((size_t) d.len >= NOGIL_SEND) {
-      Py_BEGIN_ALLOW_THREADS cm_ws_send(c, d.buf, (size_t) d.len, op);
-      Py_END_ALLOW_THREADS
-    } else {
-      cm_ws_send(c, d.buf, (size_t) d.len, op);
-    }
+    PyThreadState *ts = (size_t) d.len >= NOGIL_SEND ? PyEval_SaveThread() : NULL;
+    cm_ws_send(c, d.buf, (size_t) d.len, op); /* fires no event: safe without the GIL */
+    if (ts != NULL) PyEval_RestoreThread(ts);
     result = Py_NewRef(Py_None);
   }
   ext_data_release(&d);

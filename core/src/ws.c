@@ -40,15 +40,15 @@ struct ws_state {
   struct cm_ws_frame fr; /* its header */
   uint64_t fr_got;       /* payload bytes of it taken so far */
   /* the message being reassembled */
-  bool in_msg;           /* a fragmented message is under way */
-  uint8_t msg_op;        /* its opcode (TEXT or BINARY) */
-  bool msg_z;            /* compressed (RSV1 on its first frame) */
-  struct cm_utf8 utf8;   /* text validation so far */
-  struct cm_iobuf msg;   /* payload so far (compressed if msg_z) */
-  struct cm_iobuf out;   /* inflated payload */
-  struct cm_iobuf zout;  /* compressed for sending (an echo sends from `out`) */
-  struct cm__ws_z *z;    /* permessage-deflate streams, NULL if not negotiated */
-  struct cm__ws_pmd pmd; /* its parameters */
+  bool in_msg;                 /* a fragmented message is under way */
+  uint8_t msg_op;              /* its opcode (TEXT or BINARY) */
+  bool msg_z;                  /* compressed (RSV1 on its first frame) */
+  struct cm_utf8 utf8;         /* text validation so far */
+  struct cm_iobuf msg;         /* payload so far (compressed if msg_z) */
+  struct cm_iobuf out;         /* inflated payload */
+  struct cm_iobuf zout;        /* compressed for sending (an echo sends from `out`) */
+  struct cm__ws_z *z;          /* permessage-deflate streams, NULL if not negotiated */
+  struct cm__ws_pmd pmd;       /* its parameters */
   struct cm_timer close_timer; /* our close unanswered */
   char accept[32];             /* client: the Sec-WebSocket-Accept we expect */
   uint8_t rnd[64];             /* client: masking keys, refilled from the CSPRNG */
