@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 import struct
+import threading
 import time
 from typing import Any
 
 import pytest
-from conftest import listen_free, poll_until, raw_connect, serve
+from conftest import listen_free, poll_until, raw_connect, serve, wait_until
 from ws_peers import OP_BINARY, OP_PING, OP_TEXT, RawWs, echo_server, frame
 
 from cymongoose import (
@@ -369,3 +370,41 @@ def test_ws_listen_options_checked(manager):
     with pytest.raises(TypeError):
         manager.listen("http://127.0.0.1:0", ws_max_message="big")
     assert manager.listen("http://127.0.0.1:0", ws_max_message=1, ws_deflate=False).is_listening
+
+
+def test_a_peer_that_does_not_read_is_throttled_then_served_whole():
+    seen: list[int] = []
+
+    def handler(conn: Any, ev: int, data: Any) -> None:
+        if ev == MG_EV_HTTP_MSG:
+            conn.ws_upgrade(data)
+        elif ev == MG_EV_WS_MSG:
+            conn.ws_send(data.data, WEBSOCKET_OP_BINARY)
+            seen.append(conn.send_len)
+
+    n, size = 2000, 16384  # 32 MiB of echoes the client does not read at first
+
+    def payload(i: int) -> bytes:
+        return i.to_bytes(4, "big") * (size // 4)
+
+    # A zero masking key keeps the payload as it is: cheap to build in Python.
+    data = b"".join(
+        b"\x82\xfe" + size.to_bytes(2, "big") + b"\0\0\0\0" + payload(i) for i in range(n)
+    )
+    mgr = Manager(handler)
+    try:
+        _, port = listen_free(mgr)
+        with serve(mgr):
+            ws = RawWs(port)
+            ws.sock.settimeout(30)
+            sender = threading.Thread(target=ws.sock.sendall, args=(data,))
+            sender.start()
+            assert wait_until(lambda: len(seen) > 100, timeout=10)
+            time.sleep(0.5)  # the server's send buffer fills; it stops reading
+            assert len(seen) < n and max(seen) < 8 << 20, (len(seen), max(seen))
+            for i in range(n):
+                assert ws.recv_message(timeout=20) == (0x82, payload(i))
+            sender.join(20)
+            ws.close()
+    finally:
+        mgr.close()
