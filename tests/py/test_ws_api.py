@@ -370,6 +370,22 @@ def test_ws_listen_options_checked(manager):
     with pytest.raises(TypeError):
         manager.listen("http://127.0.0.1:0", ws_max_message="big")
     assert manager.listen("http://127.0.0.1:0", ws_max_message=1, ws_deflate=False).is_listening
+    # every keyword together (their parsing must line up)
+    lsn = manager.listen(
+        "http://127.0.0.1:0",
+        None,
+        http=True,
+        max_head=4096,
+        max_headers=10,
+        max_uri=100,
+        max_body=10,
+        head_timeout_ms=1000,
+        idle_timeout_ms=2000,
+        reuse_port=False,
+        ws_max_message=5,
+        ws_deflate=True,
+    )
+    assert lsn.is_listening
 
 
 def test_a_peer_that_does_not_read_is_throttled_then_served_whole():
