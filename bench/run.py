@@ -948,6 +948,15 @@ def kept_adapters(path: Path) -> str:
     return text[i : j + len(ADAPTERS_END)] if 0 <= i < j else ""
 
 
+WS_BEGIN, WS_END = "<!-- ws:begin", "<!-- ws:end -->"
+
+
+def kept_ws(path: Path) -> str:
+    text = path.read_text() if path.exists() else ""
+    i, j = text.find(WS_BEGIN), text.find(WS_END)
+    return text[i : j + len(WS_END)] if 0 <= i < j else ""
+
+
 def write_report(run: Run, machine: dict, vers: dict, started_at: str, seconds: float) -> None:
     a = run.args
     out_path = Path(a.out)
@@ -1048,6 +1057,9 @@ def write_report(run: Run, machine: dict, vers: dict, started_at: str, seconds: 
     if adapters:
         lines += [adapters, ""]
     lines += [profile, ""]
+    ws = kept_ws(out_path)  # bench/ws_bench.py's section, kept as it is
+    if ws:
+        lines += [ws, ""]
     out_path.write_text("\n".join(lines))
     log(f"wrote {out_path}")
 

@@ -7,4 +7,8 @@
 set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 bash "$BENCH/setup.sh"
-exec "${PYTHON:-python3}" "$BENCH/run.py" "$@"
+"${PYTHON:-python3}" "$BENCH/run.py" "$@"
+# The WebSocket echo benchmark writes its own section (kept by run.py).
+quick=()
+[[ " $* " == *" --quick "* ]] && quick=(--quick)
+exec "${PYTHON:-python3}" "$BENCH/ws_bench.py" "${quick[@]}"

@@ -8,7 +8,7 @@
 #      one `apt-get update` before the first install.
 #   2. bench/.venv-orig:  the ORIGINAL cymongoose from PyPI ($ORIG_VERSION).
 #      It is never installed into any other venv.
-#   3. bench/.venv-peers: uvicorn + httptools + uvloop, aiohttp (pinned).
+#   3. bench/.venv-peers: uvicorn + httptools + uvloop, aiohttp, websockets (pinned).
 #   4. bench/.venv-ours:  our package, `pip install <repo root>` (meson-python),
 #      built in build/bench-wheel so a rerun recompiles only what changed.
 #      A failed build is reported, not fatal: run.py then skips "ours" and
@@ -28,7 +28,8 @@ if [[ -z ${PYTHON:-} ]]; then
 fi
 
 ORIG_VERSION=0.2.5
-PEER_PKGS=(uvicorn==0.54.0 httptools==0.9.0 uvloop==0.23.0 aiohttp==3.14.5 gunicorn==27.0.1)
+PEER_PKGS=(uvicorn==0.54.0 httptools==0.9.0 uvloop==0.23.0 aiohttp==3.14.5 gunicorn==27.0.1
+  websockets==15.0.1)
 # Build tools for our package: the pins of requirements-dev.txt, so the bench
 # build matches the developers' and CI's.
 BUILD_PKGS=($(grep -E '^(meson-python|meson|ninja)==' "$ROOT/requirements-dev.txt"))

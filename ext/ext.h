@@ -33,6 +33,7 @@ typedef struct {
   PyTypeObject *HttpMessageType;
   PyTypeObject *TimerType;
   PyTypeObject *TlsOptsType;
+  PyTypeObject *WsMessageType;
   PyObject *print_exc;  /* traceback.print_exc, imported on first use */
   PyObject *json_dumps; /* json.dumps, imported on first use */
   PyObject *event_mask; /* cymongoose._interest.event_mask, imported on first use */
@@ -56,7 +57,7 @@ typedef struct TimerObject TimerObject;
  * returns; a view nobody kept is reused for the next event of its kind, so
  * a message costs no allocation.  Each kind has its type in cm_state (see
  * view_type() in manager.c). */
-enum view_kind { VIEW_NONE, VIEW_HTTP, VIEW_KINDS };
+enum view_kind { VIEW_NONE, VIEW_HTTP, VIEW_WS, VIEW_KINDS };
 
 /* Handlers other than the default whose event masks a manager remembers:
  * one per listener with a handler of its own is typical. */
@@ -116,6 +117,13 @@ typedef struct {
 } HttpMessageObject;
 _Static_assert(offsetof(HttpMessageObject, hm) == offsetof(ViewObject, msg), "a view starts like ViewObject");
 
+/* WsMessage: a view of a struct cm_ws_msg (ws.c). */
+typedef struct {
+  PyObject ob_base;           /* PyObject_HEAD */
+  const struct cm_ws_msg *wm; /* borrowed from the event; NULL when invalid */
+} WsMessageObject;
+_Static_assert(offsetof(WsMessageObject, wm) == offsetof(ViewObject, msg), "a view starts like ViewObject");
+
 /* Timer: embeds the core timer, so the object must outlive its scheduling:
  * while it runs, the manager's `timers` list holds a reference to it. */
 struct TimerObject {
@@ -168,17 +176,11 @@ extern PyType_Spec TlsOpts_spec; /* tls.c */
 extern PyMethodDef connection_methods[];      /* connection.c: every connection */
 extern PyMethodDef http_connection_methods[]; /* http.c */
 extern PyMethodDef tls_connection_methods[];  /* tls.c */
+extern PyMethodDef ws_connection_methods[];   /* ws.c */
+extern PyMethodDef ws_manager_methods[];      /* ws.c */
 extern PyMethodDef manager_methods[];         /* manager.c */
 extern PyMethodDef sntp_connection_methods[]; /* sntp.c */
 extern PyMethodDef sntp_manager_methods[];    /* sntp.c */
-/* A core function that opens a connection (cm_connect, cm_sntp_connect...). */
-typedef struct cm_conn *(*ext_open_fn)(struct cm_mgr *, const char *, cm_handler_fn, void *);
-/* A Manager method's connect/listen through the core's `fn`: events fired
- * inside reach `handler` (SPEC Decision 6).  A new reference to the
- * Connection, or NULL with RuntimeError(fail_fmt % url) (`fail_fmt` holds
- * one %U) when the core refuses, or another exception. */
-PyObject *manager_open(ManagerObject *m, PyObject *url, PyObject *handler, ext_open_fn fn,
-                       const char *fail_fmt);
 
 /* http_response.c: Connection.http_response(), the WSGI/ASGI writer */
 extern PyMethodDef http_response_connection_methods[];
@@ -230,6 +232,16 @@ int manager_raise_pending(ManagerObject *m);
 /* Recompute which events reach `conn`'s effective handler (after it
  * changed), and whether the core should deliver MG_EV_POLL to it. */
 void manager_update_events(ManagerObject *m, ConnectionObject *conn);
+/* Open a connection for a protocol file's Manager method (ws_connect, ...):
+ * `open(mgr, url, fn, fn_data, arg)` runs with the events fired inside it
+ * reaching `handler` (SPEC Decision 6).  Returns the new Connection, or
+ * NULL with RuntimeError(fail_fmt % url) when `open` returns NULL (the
+ * format takes the url as %U), or with the exception that a handler's
+ * BaseException or a failed allocation left. */
+typedef struct cm_conn *(*ext_open_fn)(struct cm_mgr *mgr, const char *url, cm_handler_fn fn, void *fn_data,
+                                       void *arg);
+PyObject *manager_open(ManagerObject *m, PyObject *url, PyObject *handler, ext_open_fn open, void *arg,
+                       const char *fail_fmt);
 
 /* connection.c */
 /* A new object for `c`, without handler yet (manager.c moves in the one
@@ -261,6 +273,13 @@ int ext_release_manager(ManagerObject *m);
 int ext_headers_add(struct ext_buf *b, PyObject *headers, bool skip_ct, bool *any_ct);
 
 /* message.c: HttpMessage_spec (views are made by manager.c). */
+
+/* ws.c: WsMessage_spec, and the WebSocket settings of listen() and
+ * ws_connect() (ws_max_message: None or a positive int; ws_deflate: truth
+ * value, NULL for absent) into *o; *given if either differs from the
+ * default.  -1 with an exception set. */
+extern PyType_Spec WsMessage_spec;
+int ext_ws_opts(PyObject *max_message, PyObject *deflate, struct cm_ws_opts *o, bool *given);
 
 /* timer.c */
 PyObject *timer_start(ManagerObject *m, uint64_t ms, PyObject *callback, unsigned flags);

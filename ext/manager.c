@@ -154,6 +154,7 @@ static void on_sleep(struct cm_mgr *mgr, bool sleeping, void *arg) {
 static PyTypeObject *view_type(cm_state *st, int kind) {
   switch (kind) {
     case VIEW_HTTP: return st->HttpMessageType;
+    case VIEW_WS: return st->WsMessageType;
     default: return NULL;
   }
 }
@@ -197,6 +198,10 @@ static PyObject *event_data(ManagerObject *self, int ev, void *ev_data, int *kin
       if (ev_data == NULL) break;
       *kind = VIEW_HTTP;
       return view_get(self, VIEW_HTTP, ev_data);
+    case CM_EV_WS_MSG:
+      if (ev_data == NULL) break;
+      *kind = VIEW_WS;
+      return view_get(self, VIEW_WS, ev_data);
     case CM_EV_WAKEUP: {
       const struct cm_str *s = ev_data;
       return PyBytes_FromStringAndSize(s != NULL && s->len > 0 ? s->buf : "",
@@ -494,7 +499,7 @@ static bool is_http_url(const char *url, size_t len) {
   return false;
 }
 
-typedef ext_open_fn open_fn;
+typedef struct cm_conn *(*open_fn)(struct cm_mgr *, const char *, cm_handler_fn, void *);
 
 /* The limits of an HTTP listener (cm_http_limits), as listen() takes them:
  * keyword-only, None for the default, 0 for no limit. */
@@ -544,16 +549,32 @@ static int limits_from_args(PyObject *const *objs, struct cm_http_limits *lim, b
   return 0;
 }
 
-/* Run the core's `fn` (or cm_http_listen_opts with `lim`) on `u`, the
- * UTF-8 of `url`: events fired inside reach `handler` through
- * self->call_handler (SPEC Decision 6).  The Connection, or NULL with
- * RuntimeError(fail_fmt % url) when the core refuses. */
-static PyObject *open_with(ManagerObject *self, PyObject *url, const char *u, PyObject *handler, open_fn fn,
-                           const struct cm_http_limits *lim, const char *fail_fmt) {
+/* The opener of listen() and connect(). */
+struct plain_open {
+  open_fn fn;
+  const struct cm_http_limits *lim; /* listen() with limits, else NULL */
+};
+
+static struct cm_conn *plain_open(struct cm_mgr *mgr, const char *url, cm_handler_fn fn, void *fn_data,
+                                  void *arg) {
+  const struct plain_open *po = arg;
+  if (po->lim != NULL) return cm_http_listen_opts(mgr, url, po->lim, fn, fn_data);
+  return po->fn(mgr, url, fn, fn_data);
+}
+
+PyObject *manager_open(ManagerObject *self, PyObject *url, PyObject *handler, ext_open_fn open, void *arg,
+                       const char *fail_fmt) {
+  Py_ssize_t len;
+  if (check_open(self) < 0) return NULL;
+  const char *u = PyUnicode_AsUTF8AndSize(url, &len);
+  if (u == NULL) return NULL;
+  if (strlen(u) != (size_t) len) {
+    PyErr_SetString(PyExc_ValueError, "embedded null character in url");
+    return NULL;
+  }
   PyObject *outer = self->call_handler; /* a handler may nest listen/connect */
   self->call_handler = handler != Py_None ? handler : NULL;
-  struct cm_conn *c = lim != NULL ? cm_http_listen_opts(&self->mgr, u, lim, on_event, self)
-                                  : fn(&self->mgr, u, on_event, self);
+  struct cm_conn *c = open(&self->mgr, u, on_event, self, arg);
   self->call_handler = outer;
   if (manager_raise_pending(self) < 0) return NULL; /* a handler's BaseException */
   ConnectionObject *conn = c != NULL ? conn_object(self, c) : NULL;
@@ -586,21 +607,9 @@ static PyObject *open_conn(ManagerObject *self, PyObject *url, PyObject *handler
     return NULL;
   }
   open_fn fn = listen ? (use_http ? cm_http_listen : cm_listen) : (use_http ? cm_http_connect : cm_connect);
-  return open_with(self, url, u, handler, fn, lim,
-                   listen ? "Failed to listen on '%U'" : "Failed to connect to '%U'");
-}
-
-PyObject *manager_open(ManagerObject *self, PyObject *url, PyObject *handler, ext_open_fn fn,
-                       const char *fail_fmt) {
-  Py_ssize_t len;
-  if (check_open(self) < 0) return NULL;
-  const char *u = PyUnicode_AsUTF8AndSize(url, &len);
-  if (u == NULL) return NULL;
-  if (strlen(u) != (size_t) len) {
-    PyErr_SetString(PyExc_ValueError, "embedded null character in url");
-    return NULL;
-  }
-  return open_with(self, url, u, handler, fn, NULL, fail_fmt);
+  struct plain_open po = {fn, lim};
+  return manager_open(self, url, handler, plain_open, &po,
+                      listen ? "Failed to listen on '%U'" : "Failed to connect to '%U'");
 }
 
 static PyObject *manager_listen(ManagerObject *self, PyObject *args, PyObject *kwargs) {
@@ -615,20 +624,42 @@ static PyObject *manager_listen(ManagerObject *self, PyObject *args, PyObject *k
                            "idle_timeout_ms",
                            "max_header_line",
                            "reuse_port",
+                           "ws_max_message",
+                           "ws_deflate",
                            NULL};
   PyObject *url, *handler = Py_None, *http = Py_None, *objs[NLIMITS] = {NULL};
+  PyObject *ws_max = NULL, *ws_deflate = NULL;
   struct cm_http_limits lim;
-  bool given = false;
+  struct cm_ws_opts ws;
+  bool given = false, ws_given = false;
   int reuse_port = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|O$OOOOOOOOp:listen", kwlist, &url, &handler, &http,
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|O$OOOOOOOOpOO:listen", kwlist, &url, &handler, &http,
                                    &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5], &objs[6],
-                                   &reuse_port))
+                                   &reuse_port, &ws_max, &ws_deflate))
     return NULL;
   if (limits_from_args(objs, &lim, &given) < 0) return NULL;
+  if (ext_ws_opts(ws_max, ws_deflate, &ws, &ws_given) < 0) return NULL;
+  if (ws_given && !given) {
+    /* Only an HTTP listener upgrades: say so in WebSocket terms. */
+    Py_ssize_t n;
+    const char *u = PyUnicode_AsUTF8AndSize(url, &n);
+    int use_http = u == NULL ? -1 : http == Py_None ? is_http_url(u, (size_t) n) : PyObject_IsTrue(http);
+    if (use_http < 0) return NULL;
+    if (!use_http) {
+      PyErr_SetString(PyExc_ValueError, "ws_max_message and ws_deflate apply only to an HTTP listener");
+      return NULL;
+    }
+  }
   self->mgr.listen_flags = reuse_port ? CM_LISTEN_REUSEPORT : 0u;
-  PyObject *res = open_conn(self, url, handler, http, given ? &lim : NULL, true);
+  PyObject *conn = open_conn(self, url, handler, http, given ? &lim : NULL, true);
   self->mgr.listen_flags = 0; /* the option is this call's only */
-  return res;
+  /* The WebSocket settings of the connections this listener will upgrade. */
+  struct cm_conn *c = conn != NULL ? ((ConnectionObject *) conn)->c : NULL;
+  if (ws_given && c != NULL && !cm_ws_listen_opts(c, &ws)) {
+    Py_DECREF(conn);
+    return PyErr_NoMemory();
+  }
+  return conn;
 }
 
 static PyObject *manager_connect(ManagerObject *self, PyObject *args, PyObject *kwargs) {
@@ -926,12 +957,12 @@ PyMethodDef manager_methods[] = {
      "poll($self, /, timeout_ms=0)\n--\n\nRun one event-loop iteration (negative timeout: block)."},
     {"listen", KW_METHOD(manager_listen),
      "listen($self, /, url, handler=None, *, http=None, max_head=None, max_headers=None, max_uri=None, "
-     "max_body=None, head_timeout_ms=None, idle_timeout_ms=None, max_header_line=None, reuse_port=False)"
-     "\n--\n\n"
+     "max_body=None, head_timeout_ms=None, idle_timeout_ms=None, max_header_line=None, reuse_port=False, "
+     "ws_max_message=None, ws_deflate=True)\n--\n\n"
      "Listen on url; returns the listener.  HTTP listeners take limits (None: the default, 0: none):\n"
      "max_head, max_headers and max_header_line (431), max_uri (414), max_body (413),\n"
      "head_timeout_ms (408, close), idle_timeout_ms (close).  reuse_port=True sets SO_REUSEPORT:\n"
-     "processes share the port."},
+     "processes share the port.  ws_max_message (1009) and ws_deflate apply to WebSocket upgrades."},
     {"fileno", (PyCFunction) manager_fileno, METH_NOARGS,
      "fileno($self, /)\n--\n\nThe loop's epoll descriptor: readable when poll(0) has I/O to do."},
     {"timeout", KW_METHOD(manager_timeout),

@@ -3,11 +3,18 @@
  * MG_EV_SNTP_TIME's int is made in manager.c's event_data(). */
 #include "ext.h"
 
+/* cm_sntp_connect in the shape manager_open() calls. */
+static struct cm_conn *open_sntp(struct cm_mgr *mgr, const char *url, cm_handler_fn fn, void *fn_data,
+                                 void *arg) {
+  (void) arg;
+  return cm_sntp_connect(mgr, url, fn, fn_data);
+}
+
 static PyObject *manager_sntp_connect(ManagerObject *self, PyObject *args, PyObject *kwargs) {
   static char *kwlist[] = {"url", "handler", NULL};
   PyObject *url, *handler = Py_None;
   if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|O:sntp_connect", kwlist, &url, &handler)) return NULL;
-  return manager_open(self, url, handler, cm_sntp_connect, "Failed to connect to SNTP server '%U'");
+  return manager_open(self, url, handler, open_sntp, NULL, "Failed to connect to SNTP server '%U'");
 }
 
 /* Ignored, with an error log, while the name is still resolving (SPEC 1.5):

@@ -7,7 +7,8 @@
 #   default tests  tests/py/test_http_server.py test_wakeup*.py test_timer.py
 #                  test_http_badinput.py test_http_static.py test_http_client.py
 #                  test_http_limits.py test_tls.py test_http_strict.py test_sntp.py
-#                  test_resolve.py
+#                  test_resolve.py test_ws_rfc.py test_ws_api.py
+#                  test_ws_peers.py test_ws_client_rfc.py
 #                  test_abuse.py  (PYTEST_ARGS replace the list)
 #   ASAN_VENV      venv of the sanitized build (default build/venv-asan)
 #   ASAN_BUILD     meson build dir (default build/asan-ext; kept, so a second
@@ -83,7 +84,8 @@ if [[ $# -eq 0 ]]; then
   set -- tests/py/test_http_server.py tests/py/test_wakeup*.py tests/py/test_timer.py \
     tests/py/test_abuse.py tests/py/test_http_badinput.py tests/py/test_http_static.py \
     tests/py/test_http_client.py tests/py/test_http_limits.py tests/py/test_tls.py \
-    tests/py/test_http_strict.py tests/py/test_sntp.py tests/py/test_resolve.py
+    tests/py/test_http_strict.py tests/py/test_sntp.py tests/py/test_resolve.py tests/py/test_ws_rfc.py \
+    tests/py/test_ws_api.py tests/py/test_ws_peers.py tests/py/test_ws_client_rfc.py
 fi
 say "pytest $*"
 start=$SECONDS

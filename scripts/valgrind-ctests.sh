@@ -2,7 +2,7 @@
 # scripts/valgrind-ctests.sh [TEST...]: run the C loopback tests under
 # valgrind's memcheck; any leak (definite or indirect) or memory error fails.
 #
-#   default tests  sock http mgr wakeup timer tls sntp resolve (the ones that drive the real
+#   default tests  sock http mgr wakeup timer tls sntp resolve ws (the ones that drive the real
 #                  loop over loopback sockets); names as in tests/c/meson.build
 #   VALGRIND_BUILD build directory (default build/valgrind): a debug build of
 #                  the C tests WITHOUT sanitizers (valgrind and ASan exclude
@@ -49,7 +49,7 @@ fd_leaks() {
 }
 
 tests=("$@")
-[[ ${#tests[@]} -gt 0 ]] || tests=(sock http mgr wakeup timer tls sntp resolve)
+[[ ${#tests[@]} -gt 0 ]] || tests=(sock http mgr wakeup timer tls sntp resolve ws)
 
 failed=()
 for t in "${tests[@]}"; do

@@ -20,5 +20,6 @@
 #include "cm/url.h"
 #include "cm/util.h"
 #include "cm/wakeup.h"
+#include "cm/ws.h"
 
 #endif /* CM_H */

@@ -683,6 +683,16 @@ struct cm_conn *cm_http_connect(struct cm_mgr *mgr, const char *url, cm_handler_
   return cm__connect(mgr, url, cm_http_handler, fn, fn_data);
 }
 
+/* The upgrade hook (ws.c): the listener block of an HTTP server
+ * connection, or of an HTTP listener, made now for a listener that has
+ * none yet. */
+struct cm__http_srv *cm__http_srv_of(struct cm_conn *c) {
+  if (c->pfn != cm_http_handler) return NULL;
+  if (!c->is_listening) return c->pfn_data != NULL ? ((struct http_state *) c->pfn_data)->srv : NULL;
+  if (c->pfn_data == NULL) c->pfn_data = cm__http_srv_new(c->mgr, NULL, on_expired);
+  return c->pfn_data;
+}
+
 /* ---- sending --------------------------------------------------------------- */
 
 /* Append to c->send after a successful reserve: cannot fail then. */

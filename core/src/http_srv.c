@@ -25,6 +25,7 @@ struct cm__http_srv {
   cm__http_expired_fn expired; /* told about each wait whose deadline passed */
   struct cm_timer timer;       /* fires at (or before) the earliest deadline */
   uint64_t timer_at;           /* when it fires, while it runs */
+  struct cm_ws_opts ws;        /* for the WebSocket upgrades of its connections */
 };
 
 struct cm__http_srv *cm__http_srv_new(struct cm_mgr *mgr, const struct cm_http_limits *lim,
@@ -49,6 +50,10 @@ void cm__http_srv_drop(struct cm__http_srv *s) {
 }
 
 const struct cm_http_limits *cm__http_srv_limits(const struct cm__http_srv *s) { return &s->lim; }
+
+struct cm_ws_opts *cm__http_srv_ws(struct cm__http_srv *s) {
+  return &s->ws;
+}
 
 struct cm_mgr *cm__http_srv_mgr(const struct cm__http_srv *s) {
   return s->mgr;

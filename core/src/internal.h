@@ -147,4 +147,37 @@ bool cm__idmap_put(struct cm_idmap *m, uint64_t id, struct cm_conn *c);
 struct cm_conn *cm__idmap_get(const struct cm_idmap *m, uint64_t id);
 void cm__idmap_del(struct cm_idmap *m, uint64_t id);
 
+/* http.c / http_srv.c: what a WebSocket upgrade needs from HTTP: the
+ * listener block an HTTP connection (or listener) shares, NULL for none,
+ * and the WebSocket settings kept in it (cm_ws_listen_opts). */
+struct cm__http_srv *cm__http_srv_of(struct cm_conn *c);
+struct cm_ws_opts *cm__http_srv_ws(struct cm__http_srv *s);
+
+/* ws_deflate.c: permessage-deflate (RFC 7692) for ws.c. */
+struct cm__ws_pmd {
+  bool server_no_context; /* server_no_context_takeover */
+  bool client_no_context; /* client_no_context_takeover */
+  bool client_bits_given; /* client_max_window_bits came with a value */
+  uint8_t server_bits;    /* server_max_window_bits (0: absent) */
+  uint8_t client_bits;    /* client_max_window_bits (0: absent) */
+};
+/* Server: pick the first acceptable permessage-deflate offer in the
+ * Sec-WebSocket-Extensions value `offers` (§5.1 of RFC 7692 says which to
+ * decline), fill *p, and write the response header line ("...\r\n", NUL
+ * terminated) into resp[0..size).  False: none accepted. */
+bool cm__ws_pmd_negotiate(struct cm_str offers, struct cm__ws_pmd *p, char *resp, size_t size);
+/* Client: check the server's Sec-WebSocket-Extensions against our offer.
+ * 1: permessage-deflate accepted (*p filled), 0: none, -1: invalid. */
+int cm__ws_pmd_accept(struct cm_str response, struct cm__ws_pmd *p);
+struct cm__ws_z;
+enum { CM__WS_Z_NOMEM = -1, CM__WS_Z_TOO_BIG = -2, CM__WS_Z_CORRUPT = -3 };
+struct cm__ws_z *cm__ws_z_new(const struct cm__ws_pmd *p, bool server); /* NULL: no memory */
+void cm__ws_z_free(struct cm__ws_z *z);                                 /* NULL is fine */
+/* Compress one whole message, appending to `out` without the 00 00 ff ff
+ * tail.  Returns the bytes appended, or -1 (no memory). */
+long cm__ws_z_deflate(struct cm__ws_z *z, const void *data, size_t len, struct cm_iobuf *out);
+/* Inflate one whole message's payload `in`, appending to `out` at most
+ * `max` bytes.  0, or CM__WS_Z_*. */
+int cm__ws_z_inflate(struct cm__ws_z *z, struct cm_str in, struct cm_iobuf *out, uint64_t max);
+
 #endif /* CM_INTERNAL_H */

@@ -48,6 +48,7 @@ __all__ = [
     "RpcReq",
     "Timer",
     "TlsOpts",
+    "WsMessage",
     "WEBSOCKET_OP_BINARY",
     "WEBSOCKET_OP_PING",
     "WEBSOCKET_OP_PONG",
@@ -146,6 +147,19 @@ class HttpMessage:
     def query_var(self, name: str, /) -> str | None: ...
     def status(self) -> int | None: ...
     def header_var(self, header_name: str, var_name: str) -> str | None: ...
+    def __bool__(self) -> bool: ...
+
+@final
+class WsMessage:
+    """A WebSocket message; valid only while its event handler runs."""
+
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def flags(self) -> int:
+        """The first frame byte: FIN | opcode (0x81 text, 0x82 binary)."""
     def __bool__(self) -> bool: ...
 
 @final
@@ -263,6 +277,20 @@ class Connection:
         """Send one SNTP request now (ignored, with an error log, while the name resolves)."""
     def http_basic_auth(self, username: str | Buffer, password: str | Buffer) -> None:
         """Queue ``Authorization: Basic <base64(username[:password])>\\r\\n`` (no request line)."""
+    def ws_upgrade(self, message: HttpMessage, extra_headers: dict[Any, Any] | None = None) -> None:
+        """Answer a WebSocket upgrade request with 101; MG_EV_WS_OPEN fires inside the call.
+
+        ``extra_headers`` are checked as for ``reply()``.  The first subprotocol the
+        client offered is echoed unless ``extra_headers`` names one; permessage-deflate
+        is negotiated when offered (unless the listener has ``ws_deflate=False``).
+        A request that is no WebSocket handshake is answered with 426 (no key, no
+        ``Upgrade: websocket``, or a version other than 13) or 400, and closed."""
+    def ws_send(self, data: str | Buffer, op: int = 1) -> None:
+        """Send one frame with FIN set: text (str as UTF-8), binary, ping, pong or close (8).
+
+        Op 8 starts the closing handshake (payload: a 2-byte code and a reason); the
+        peer's close frame then closes the connection.  ValueError for another opcode or
+        a control payload over 125 bytes; RuntimeError if not a WebSocket."""
     def close(self) -> None: ...
     def drain(self) -> None: ...
     def error(self, message: str, /) -> None: ...
@@ -334,6 +362,8 @@ class Manager:
         idle_timeout_ms: int | None = None,
         max_header_line: int | None = None,
         reuse_port: bool = False,
+        ws_max_message: int | None = None,
+        ws_deflate: bool = True,
     ) -> Connection:
         """Listen on ``url``; returns the listener.
 
@@ -355,6 +385,12 @@ class Manager:
         Besides the limits: an HTTP version other than 1.x gets 505, an HTTP/1.1
         request without ``Host`` 400, and a handler that raises on MG_EV_HTTP_MSG
         before answering gets the client a 500 (SPEC Decision 14).
+
+        For the WebSocket connections it upgrades (``ws_upgrade``):
+
+        - ``ws_max_message``: message limit in bytes, after inflating; a bigger one
+          fails the connection with close code 1009 (default 64 MiB)
+        - ``ws_deflate``: ``False`` never negotiates permessage-deflate
         """
     def connect(
         self, url: str, handler: _Handler | None = None, *, http: bool | None = None
@@ -363,6 +399,21 @@ class Manager:
         """Ask the SNTP server at ``url`` for the time (``udp://host:port``;
         ``sntp://host`` is UDP port 123): MG_EV_SNTP_TIME with ms since the epoch
         (an ``int``), then the connection closes; silence for 3 s closes it."""
+    def ws_connect(
+        self,
+        url: str,
+        handler: _Handler | None = None,
+        *,
+        extra_headers: dict[Any, Any] | None = None,
+        ws_max_message: int | None = None,
+        ws_deflate: bool = True,
+    ) -> Connection:
+        """Open a WebSocket client connection to ``ws://host[:port]/path``.
+
+        The handshake is queued at once (``extra_headers`` added to it, e.g.
+        ``{"Sec-WebSocket-Protocol": "mqtt"}``); MG_EV_WS_OPEN (data: the 101
+        response) follows, or MG_EV_ERROR("ws handshake error").  permessage-deflate
+        is offered unless ``ws_deflate=False``; ``ws_max_message`` as for ``listen``."""
     def wakeup(self, connection_id: int, data: bytes = b"") -> bool: ...
     def timer_add(
         self,
