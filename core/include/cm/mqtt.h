@@ -235,6 +235,11 @@ size_t cm_mqtt_next_prop(struct cm_str props, size_t ofs, struct cm_mqtt_prop *p
  * filling *s, or 0 at the end (or for any other packet type). */
 size_t cm_mqtt_next_sub(const struct cm_mqtt_msg *m, size_t ofs, struct cm_mqtt_sub *s);
 
+/* Check a property block as the parser checks the blocks it reads: for
+ * packet type `cmd` (CM_MQTT_*), or 0 for the will properties of CONNECT.
+ * Returns 0, or -CM_MQTT_E_* (PROPS, UTF8, PROP_ALLOWED, PROP_DUP,
+ * PROP_VALUE).  For a block an application built before sending it. */
+int cm_mqtt_props_check(struct cm_str props, int cmd);
 /* Encode `n` properties into buf[0..size) as a property block (without its
  * length prefix, which the writers add), ready for m->props.  The type of
  * each comes from its id (p->type is ignored).  Returns the block's length;
