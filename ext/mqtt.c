@@ -259,15 +259,23 @@ static int sent(struct cm_conn *c, bool ok, const char *what) {
   return -1;
 }
 
-static PyObject *mqtt_pub(ConnectionObject *self, PyObject *args, PyObject *kwargs) {
-  static char *kwlist[] = {"topic", "message", "qos", "retain", "properties", NULL};
+/* The hot one: vectorcall arguments (ext_args), no tuple or dict per call. */
+static PyObject *mqtt_pub(ConnectionObject *self, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames) {
+  static const char *const names[] = {"topic", "message", "qos", "retain", "properties"};
+  PyObject *a[5];
   const char *topic;
   Py_ssize_t tlen;
-  PyObject *message, *props = NULL;
   int qos = 0, retain = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s#O|ip$O:mqtt_pub", kwlist, &topic, &tlen, &message, &qos,
-                                   &retain, &props))
+  if (ext_args("mqtt_pub", args, nargs, kwnames, names, 5, 2, a) < 0) return NULL;
+  if (!PyUnicode_Check(a[0])) {
+    PyErr_Format(PyExc_TypeError, "topic must be str, not %.100s", Py_TYPE(a[0])->tp_name);
     return NULL;
+  }
+  if ((topic = PyUnicode_AsUTF8AndSize(a[0], &tlen)) == NULL) return NULL;
+  if (a[2] != NULL && ext_as_int(a[2], &qos) < 0) return NULL;
+  if (a[3] != NULL && (retain = PyObject_IsTrue(a[3])) < 0) return NULL;
+  PyObject *message = a[1], *props = a[4];
   struct cm_conn *c = connection_live(self);
   if (c == NULL || qos_arg(qos) < 0 || no_nul(cm_str_n(topic, (size_t) tlen), "topic") < 0) return NULL;
   struct props_block pb;
@@ -338,8 +346,8 @@ static PyObject *mqtt_disconnect(ConnectionObject *self, PyObject *unused) {
 }
 
 PyMethodDef mqtt_connection_methods[] = {
-    {"mqtt_pub", KW_METHOD(mqtt_pub),
-     "mqtt_pub($self, /, topic, message, qos=0, retain=False, *, properties=None)\n--\n\n"
+    {"mqtt_pub", FAST_METHOD(mqtt_pub),
+     "mqtt_pub($self, /, topic, message, qos=0, retain=False, properties=None)\n--\n\n"
      "PUBLISH; returns the packet id (0 for QoS 0).  properties: MQTT 5 only."},
     {"mqtt_sub", KW_METHOD(mqtt_sub),
      "mqtt_sub($self, /, topic, qos=0, *, properties=None)\n--\n\nSUBSCRIBE to one topic filter."},

@@ -276,7 +276,6 @@ class Connection:
         message: str | Buffer,
         qos: int = 0,
         retain: bool = False,
-        *,
         properties: list[dict[str, Any]] | None = None,
     ) -> int:
         """PUBLISH; returns the packet id (0 for QoS 0).  ``properties``: MQTT 5 only."""
