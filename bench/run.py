@@ -67,6 +67,8 @@ MQTT_PORT = 18110
 MQTT_RUNS = ((0, 200000, 100), (1, 50000, 20))
 PROFILE_BEGIN = "<!-- profile:begin (hand-written; run.py keeps this section) -->"
 PROFILE_END = "<!-- profile:end -->"
+ADAPTERS_BEGIN = "<!-- adapters:begin (bench/adapters.py writes this section) -->"
+ADAPTERS_END = "<!-- adapters:end -->"
 
 
 class BenchError(Exception):
@@ -1024,10 +1026,18 @@ def kept_profile(path: Path) -> str:
     )
 
 
+def kept_adapters(path: Path) -> str:
+    """The section bench/adapters.py wrote (WSGI/ASGI against gunicorn/uvicorn), kept."""
+    text = path.read_text() if path.exists() else ""
+    i, j = text.find(ADAPTERS_BEGIN), text.find(ADAPTERS_END)
+    return text[i : j + len(ADAPTERS_END)] if 0 <= i < j else ""
+
+
 def write_report(run: Run, machine: dict, vers: dict, started_at: str, seconds: float) -> None:
     a = run.args
     out_path = Path(a.out)
     profile = kept_profile(out_path)
+    adapters = kept_adapters(out_path)
     cpu = machine["cpu"]
     peers = vers["peers"]
     lines = [
@@ -1119,6 +1129,8 @@ def write_report(run: Run, machine: dict, vers: dict, started_at: str, seconds: 
     ]
     if run.errors:
         lines += ["## Errors in this run", "", *(f"- {e.splitlines()[0]}" for e in run.errors), ""]
+    if adapters:
+        lines += [adapters, ""]
     lines += [profile, ""]
     out_path.write_text("\n".join(lines))
     log(f"wrote {out_path}")

@@ -170,6 +170,9 @@ extern PyMethodDef mqtt_connection_methods[]; /* mqtt.c */
 extern PyMethodDef mqtt_manager_methods[];    /* mqtt.c */
 extern PyMethodDef manager_methods[];         /* manager.c */
 
+/* http_response.c: Connection.http_response(), the WSGI/ASGI writer */
+extern PyMethodDef http_response_connection_methods[];
+
 /* util.c */
 extern PyMethodDef util_methods[];
 /* Fill `d` from a str or bytes-like object; TypeError naming `what` else. */

@@ -12,15 +12,17 @@ import time  # completion: for the bounded poll loop
 def handler(conn, ev, data):
     if ev == MG_EV_HTTP_MSG:
         # Offload to worker
-        work_queue.put({
-            'conn_id': conn.id,  # Use ID, not Connection object
-            'data': data.body_bytes,
-        })
+        work_queue.put(
+            {
+                "conn_id": conn.id,  # Use ID, not Connection object
+                "data": data.body_bytes,
+            }
+        )
 
     elif ev == MG_EV_WAKEUP:
         # Result ready
         result = result_queue.get()
-        conn.reply(200, result['result'])
+        conn.reply(200, result["result"])
         conn.drain()
 
 
@@ -36,6 +38,7 @@ manager = Manager(handler, enable_wakeup=True)
 work_queue = queue.Queue()
 result_queue = queue.Queue()
 
+
 def worker():
     """Background worker thread."""
     while True:
@@ -44,16 +47,19 @@ def worker():
             break
 
         # Process work
-        result = expensive_computation(work['data'])
+        result = expensive_computation(work["data"])
 
         # Store result
-        result_queue.put({
-            'conn_id': work['conn_id'],
-            'result': result,
-        })
+        result_queue.put(
+            {
+                "conn_id": work["conn_id"],
+                "result": result,
+            }
+        )
 
         # Wake up event loop
-        manager.wakeup(work['conn_id'], b"result_ready")
+        manager.wakeup(work["conn_id"], b"result_ready")
+
 
 # Start worker
 worker_thread = threading.Thread(target=worker, daemon=True)

@@ -19,7 +19,7 @@ def worker():  # completion: the slow path's worker
     while True:  # completion:
         work = work_queue.get()  # completion:
         time.sleep(PROCESS_SECONDS)  # completion:
-        manager.wakeup(work['conn_id'], b"PROCESSED:" + work['data'])  # completion:
+        manager.wakeup(work["conn_id"], b"PROCESSED:" + work["data"])  # completion:
 
 
 def handler(conn, ev, data):
@@ -32,10 +32,12 @@ def handler(conn, ev, data):
         # Slow path: complex request
         elif data.uri == "/process":
             connections[conn.id] = conn
-            work_queue.put({
-                'conn_id': conn.id,
-                'data': data.body_bytes,
-            })
+            work_queue.put(
+                {
+                    "conn_id": conn.id,
+                    "data": data.body_bytes,
+                }
+            )
     elif ev == MG_EV_WAKEUP:  # completion: the slow path's result is ready
         connections.pop(conn.id).reply(200, data)  # completion:
         conn.drain()  # completion:

@@ -22,14 +22,14 @@ def worker():  # completion:
         work = work_queue.get()  # completion:
         if work is None:  # completion: the poison pill
             break  # completion:
-        result_queue.put((work['conn_id'], b"DONE:" + work['data']))  # completion:
-        manager.wakeup(work['conn_id'], b"done")  # completion:
+        result_queue.put((work["conn_id"], b"DONE:" + work["data"]))  # completion:
+        manager.wakeup(work["conn_id"], b"done")  # completion:
 
 
 def handler(conn, ev, data):  # completion:
     if ev == MG_EV_HTTP_MSG:  # completion:
         connections[conn.id] = conn  # completion:
-        work_queue.put({'conn_id': conn.id, 'data': data.body_bytes})  # completion:
+        work_queue.put({"conn_id": conn.id, "data": data.body_bytes})  # completion:
     elif ev == MG_EV_WAKEUP:  # completion:
         conn_id, result = result_queue.get()  # completion:
         connections.pop(conn_id).reply(200, result)  # completion:
@@ -45,6 +45,7 @@ print("listening", PORT, flush=True)  # completion:
 
 shutdown_requested = False
 
+
 def signal_handler(sig, frame):
     global shutdown_requested
     shutdown_requested = True
@@ -52,6 +53,7 @@ def signal_handler(sig, frame):
     # Stop workers
     for _ in range(num_workers):
         work_queue.put(None)  # Poison pill
+
 
 signal.signal(signal.SIGINT, signal_handler)
 

@@ -13,6 +13,7 @@ from cymongoose import Manager, MG_EV_HTTP_MSG, MG_EV_WAKEUP  # completion:
 stash = {}
 stash_lock = threading.Lock()
 
+
 def worker(manager, conn_id, result_bytes):
     if len(result_bytes) > 8000:
         # Stash the data, send only the key
@@ -23,6 +24,7 @@ def worker(manager, conn_id, result_bytes):
     else:
         # Small enough to send inline
         manager.wakeup(conn_id, result_bytes)
+
 
 def handler(conn, ev, data):
     if ev == MG_EV_WAKEUP:
@@ -35,8 +37,11 @@ def handler(conn, ev, data):
             conn.reply(200, data)
     elif ev == MG_EV_HTTP_MSG:  # completion: hand each request to a worker thread
         result_bytes = make_result(int(data.query_var("n") or 0))  # completion:
-        threading.Thread(target=worker, args=(manager, conn.id, result_bytes),  # completion:
-                         daemon=True).start()  # completion:
+        threading.Thread(
+            target=worker,
+            args=(manager, conn.id, result_bytes),  # completion:
+            daemon=True,
+        ).start()  # completion:
 
 
 def make_result(n):  # completion: deterministic bytes (NULs included) to check

@@ -14,12 +14,13 @@ from cymongoose import MG_EV_HTTP_MSG, MG_EV_WAKEUP, Manager  # completion:
 def answer(work, pool):  # completion: a worker answers through the event loop
     time.sleep(0.2)  # completion: the simulated database / CPU work
     name = threading.current_thread().name  # completion:
-    manager.wakeup(work['conn_id'], f"{pool}|{name}|{work['uri']}".encode())  # completion:
+    manager.wakeup(work["conn_id"], f"{pool}|{name}|{work['uri']}".encode())  # completion:
 
 
 db_queue = queue.Queue()
 file_queue = queue.Queue()
 compute_queue = queue.Queue()
+
 
 def db_worker():
     while True:
@@ -27,16 +28,19 @@ def db_worker():
         # Database operations
         answer(work, "db")  # completion:
 
+
 def file_worker():
     while True:
         work = file_queue.get()
         # File I/O
+
 
 def compute_worker():
     while True:
         work = compute_queue.get()
         # CPU-intensive work
         answer(work, "compute")  # completion:
+
 
 # Start different worker pools
 for _ in range(2):
@@ -45,12 +49,13 @@ for _ in range(2):
 for _ in range(4):
     threading.Thread(target=compute_worker, daemon=True).start()
 
+
 def handler(conn, ev, data):
     if ev == MG_EV_HTTP_MSG:
         if data.uri.startswith("/db/"):
-            db_queue.put({'conn_id': conn.id, 'uri': data.uri})  # completion: "..." filled in
+            db_queue.put({"conn_id": conn.id, "uri": data.uri})  # completion: "..." filled in
         elif data.uri.startswith("/compute/"):
-            compute_queue.put({'conn_id': conn.id, 'uri': data.uri})  # completion: "..."
+            compute_queue.put({"conn_id": conn.id, "uri": data.uri})  # completion: "..."
     elif ev == MG_EV_WAKEUP:  # completion: send the worker's answer
         conn.reply(200, data)  # completion:
 
