@@ -6,6 +6,8 @@ Waits are bounded polls for an outcome; nothing asserts on timing.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from conftest import poll_until
 from mqtt_peers import MqttLog, mosquitto
@@ -14,6 +16,7 @@ from cymongoose import (
     MG_EV_MQTT_CMD,
     MG_EV_MQTT_MSG,
     MQTT_PROP_TYPE_STRING_PAIR,
+    AsyncManager,
     Manager,
     MqttMessage,
 )
@@ -269,3 +272,22 @@ def test_packet_ids_one_counter_per_manager(manager):
     assert a.mqtt_pub("t", "x", qos=0) == 0
     with Manager() as other:  # a counter per manager
         assert other.listen("tcp://127.0.0.1:0").mqtt_pub("t", "x", qos=1) == 1
+
+
+def test_async_manager_mqtt(broker):
+    """AsyncManager.mqtt_connect / mqtt_listen pass everything through to the Manager."""
+    async def main() -> list[tuple]:
+        log = MqttLog()
+        async with AsyncManager() as am:
+            lsn = am.mqtt_listen("mqtt://127.0.0.1:0")
+            assert lsn.is_listening
+            conn = am.mqtt_connect(broker, handler=log, client_id="cm-aio", version=5)
+            for _ in range(500):
+                if log.opened():
+                    break
+                await asyncio.sleep(0.01)
+            assert conn.id > 0
+        return log.events
+
+    events = asyncio.run(main())
+    assert events[:2] == [("open", 0), ("cmd", CONNACK, 0, 0)]
