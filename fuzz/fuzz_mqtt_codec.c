@@ -108,6 +108,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_CHECK(m.cmd >= CM_MQTT_CONNECT && m.cmd <= CM_MQTT_AUTH && m.qos <= 2 && m.will_qos <= 2);
     check_props(m.props);
     check_props(m.will_props);
+    /* the check applications use agrees with the parser's */
+    FUZZ_CHECK(cm_mqtt_props_check(m.props, m.cmd) == 0 && cm_mqtt_props_check(m.will_props, 0) == 0);
     check_subs(&m);
     check_roundtrip(&m, version);
     /* every proper prefix is incomplete (two samples: cheap, and the

@@ -107,7 +107,8 @@ struct cm_mqtt_sub {
   uint8_t qos;         /* SUBSCRIBE: maximum QoS (options bits 0-1); 0 for UNSUBSCRIBE */
   uint8_t opts;        /* SUBSCRIBE: the whole options byte (§3.8.3.1: bit 2 No Local,
                         * bit 3 Retain As Published, bits 4-5 Retain Handling;
-                        * 3.1.1 has the QoS only); 0 for UNSUBSCRIBE */
+                        * 3.1.1 has the QoS only); 0 for UNSUBSCRIBE.  The
+                        * writers take bits 0-1 from `qos`, the rest from here */
 };
 
 /* One control packet.  The parser fills every field (fields a packet does
