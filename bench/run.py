@@ -18,6 +18,8 @@ Measurements (--only selects; default all):
   memory     RSS growth of the server with 5,000 idle keep-alive connections (all servers).
   iteration  bench/servers/iter_bench.py: mean time of poll(0) with 10 / 1,000 / 10,000 idle
              connections and one busy one (ours, orig).
+  mqtt       bench/servers/mqtt_pub_bench.py: the MQTT client's publish rate into one
+             mosquitto (QoS 0 and QoS 1, 100-byte payloads), ours and orig alternated.
 
 "ours" is skipped, with the reason in RESULTS.md, when its venv cannot import a cymongoose
 that has a Manager or when it does not serve the hello world, unless --servers names it.
@@ -59,7 +61,10 @@ MEMORY_CONNS = 5000
 WAKEUP_THREADS = 4
 ALL_SERVERS = ("ours", "orig", "nginx", "uvicorn", "aiohttp")
 CM_SERVERS = ("ours", "orig")
-ALL_TESTS = ("http", "wakeup", "memory", "iteration")
+ALL_TESTS = ("http", "wakeup", "memory", "iteration", "mqtt")
+MQTT_PORT = 18110
+# (QoS, messages, window): QoS 0 in batches of WINDOW per poll, QoS 1 with WINDOW in flight
+MQTT_RUNS = ((0, 200000, 100), (1, 50000, 20))
 PROFILE_BEGIN = "<!-- profile:begin (hand-written; run.py keeps this section) -->"
 PROFILE_END = "<!-- profile:end -->"
 # The HTTPS section is bench/tls_run.py's; run.py keeps it as it is.
@@ -382,6 +387,57 @@ def bench_wakeup(run: Run) -> dict:
                 )
             except BenchError as e:
                 run.fail(f"wakeup {name}", e)
+    return res
+
+
+@contextlib.contextmanager
+def mosquitto_broker(port: int) -> Iterator[Proc]:
+    """Debian's mosquitto on 127.0.0.1:port, no persistence, no logging."""
+    if not shutil.which("mosquitto") and not Path("/usr/sbin/mosquitto").exists():
+        raise BenchError("mosquitto not found (apt-get install mosquitto)")
+    if port_in_use(port):
+        raise BenchError(f"port {port} is already in use by another process")
+    conf = OUT / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\npersistence false\nallow_anonymous true\n"
+                    "log_dest none\n")
+    proc = Proc([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)], "mosquitto")
+    try:
+        wait_port(proc, port)
+        yield proc
+    finally:
+        proc.stop()
+
+
+def bench_mqtt(run: Run) -> dict:
+    a = run.args
+    names = [s for s in run.selected if s in CM_SERVERS]
+    res: dict = {q: {name: [] for name in names} for q, _, _ in MQTT_RUNS}
+    try:
+        with mosquitto_broker(MQTT_PORT) as broker:
+            for rep in range(a.reps):
+                order = names if rep % 2 == 0 else names[::-1]
+                for qos, count, window in MQTT_RUNS:
+                    for name in order:
+                        script = str(SERVERS_DIR / "mqtt_pub_bench.py")
+                        argv = [str(run.servers[name].python), script, str(MQTT_PORT), str(count),
+                                str(qos), str(window), "60"]
+                        log(f"mqtt rep {rep + 1}/{a.reps} QoS {qos}: {name}")
+                        before = cpu_seconds(broker.pid)
+                        try:
+                            r = run_json_script(argv, f"mqtt-{name}", 120)
+                        except BenchError as e:
+                            run.fail(f"mqtt QoS {qos} {name}", e)
+                            continue
+                        broker_cpu = cpu_seconds(broker.pid) - before
+                        r["broker_cpu_us_per_msg"] = broker_cpu * 1e6 / count
+                        if not r["ok"]:
+                            why = BenchError(r.get("error") or "timed out")
+                            run.fail(f"mqtt QoS {qos} {name}", why)
+                            continue
+                        res[qos][name].append(r)
+                        log(f"  {r['per_second']:.0f} msg/s, {r['cpu_us_per_msg']:.2f} us CPU/msg")
+    except BenchError as e:
+        run.fail("mqtt broker", e)
     return res
 
 
@@ -778,6 +834,44 @@ def section_wakeup(run: Run, res: dict) -> list[str]:
     ]
 
 
+def section_mqtt(run: Run, res: dict) -> list[str]:
+    a = run.args
+    rows = []
+    for qos, _count, _window in MQTT_RUNS:
+        runs_of = res.get(qos, {})
+        per = {name: med([r["per_second"] for r in runs]) for name, runs in runs_of.items()}
+        for name, runs in res.get(qos, {}).items():
+            if not runs:
+                rows.append([f"QoS {qos}", run.servers[name].label, "failed", "", "", ""])
+                continue
+            ratio = None
+            if per.get("ours") and per.get("orig"):
+                ratio = per[name] / per["orig"]
+            rows.append([
+                f"QoS {qos}",
+                run.servers[name].label,
+                fnum(per[name]),
+                fnum(med([r["cpu_us_per_msg"] for r in runs]), 2),
+                fnum(med([r["broker_cpu_us_per_msg"] for r in runs]), 2),
+                "" if ratio is None else f"{ratio:.2f}x",
+            ])
+    return [
+        "## MQTT client: publish rate into mosquitto",
+        "",
+        "`bench/servers/mqtt_pub_bench.py`, one script for both packages: one client "
+        "publishes 100-byte messages to a topic nobody subscribes to on one mosquitto "
+        f"(Debian's, default configuration, on 127.0.0.1). QoS 0: {MQTT_RUNS[0][1]:,} "
+        f"messages in batches of {MQTT_RUNS[0][2]} per `poll(0)`, then a PINGREQ whose "
+        f"PINGRESP says the broker read them all. QoS 1: {MQTT_RUNS[1][1]:,} messages with "
+        f"{MQTT_RUNS[1][2]} in flight, the next one sent on each PUBACK. **msg/s** until the "
+        "broker took the last message; **client CPU** and **broker CPU** per message "
+        f"(10 ms ticks). Median of {a.reps} run(s), ours and the original alternated.",
+        "",
+        *md_table(["QoS", "client", "msg/s", "client CPU µs/msg", "broker CPU µs/msg",
+                   "÷ original"], rows),
+    ]
+
+
 def section_memory(run: Run, res: dict) -> list[str]:
     a = run.args
     rows = []
@@ -1034,6 +1128,8 @@ def write_report(run: Run, machine: dict, vers: dict, started_at: str, seconds: 
         lines += [*section_memory(run, r["memory"]), ""]
     if "iteration" in r:
         lines += [*section_iteration(run, r["iteration"]), ""]
+    if "mqtt" in r:
+        lines += [*section_mqtt(run, r["mqtt"]), ""]
     t = targets(run)
     if t:
         lines += [*t, ""]
@@ -1142,6 +1238,7 @@ def main(argv: list[str]) -> int:
         "wakeup": bench_wakeup,
         "memory": bench_memory,
         "iteration": bench_iteration,
+        "mqtt": bench_mqtt,
     }
     for test in a.tests:
         run.results[test] = benches[test](run)

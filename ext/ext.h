@@ -34,6 +34,7 @@ typedef struct {
   PyTypeObject *TimerType;
   PyTypeObject *TlsOptsType;
   PyTypeObject *WsMessageType;
+  PyTypeObject *MqttMessageType;
   PyObject *print_exc;  /* traceback.print_exc, imported on first use */
   PyObject *json_dumps; /* json.dumps, imported on first use */
   PyObject *event_mask; /* cymongoose._interest.event_mask, imported on first use */
@@ -57,7 +58,7 @@ typedef struct TimerObject TimerObject;
  * returns; a view nobody kept is reused for the next event of its kind, so
  * a message costs no allocation.  Each kind has its type in cm_state (see
  * view_type() in manager.c). */
-enum view_kind { VIEW_NONE, VIEW_HTTP, VIEW_WS, VIEW_KINDS };
+enum view_kind { VIEW_NONE, VIEW_HTTP, VIEW_WS, VIEW_MQTT, VIEW_KINDS };
 
 /* Handlers other than the default whose event masks a manager remembers:
  * one per listener with a handler of its own is typical. */
@@ -123,6 +124,12 @@ typedef struct {
   const struct cm_ws_msg *wm; /* borrowed from the event; NULL when invalid */
 } WsMessageObject;
 _Static_assert(offsetof(WsMessageObject, wm) == offsetof(ViewObject, msg), "a view starts like ViewObject");
+/* MqttMessage: a view of a struct cm_mqtt_msg (mqtt.c). */
+typedef struct {
+  PyObject ob_base;             /* PyObject_HEAD */
+  const struct cm_mqtt_msg *mm; /* borrowed from the event; NULL when invalid */
+} MqttMessageObject;
+_Static_assert(offsetof(MqttMessageObject, mm) == offsetof(ViewObject, msg), "a view starts like ViewObject");
 
 /* Timer: embeds the core timer, so the object must outlive its scheduling:
  * while it runs, the manager's `timers` list holds a reference to it. */
@@ -178,6 +185,8 @@ extern PyMethodDef http_connection_methods[]; /* http.c */
 extern PyMethodDef tls_connection_methods[];  /* tls.c */
 extern PyMethodDef ws_connection_methods[];   /* ws.c */
 extern PyMethodDef ws_manager_methods[];      /* ws.c */
+extern PyMethodDef mqtt_connection_methods[]; /* mqtt.c */
+extern PyMethodDef mqtt_manager_methods[];    /* mqtt.c */
 extern PyMethodDef manager_methods[];         /* manager.c */
 extern PyMethodDef sntp_connection_methods[]; /* sntp.c */
 extern PyMethodDef sntp_manager_methods[];    /* sntp.c */
@@ -280,6 +289,8 @@ int ext_headers_add(struct ext_buf *b, PyObject *headers, bool skip_ct, bool *an
  * default.  -1 with an exception set. */
 extern PyType_Spec WsMessage_spec;
 int ext_ws_opts(PyObject *max_message, PyObject *deflate, struct cm_ws_opts *o, bool *given);
+/* mqtt.c: MqttMessage_spec (views are made by manager.c). */
+extern PyType_Spec MqttMessage_spec;
 
 /* timer.c */
 PyObject *timer_start(ManagerObject *m, uint64_t ms, PyObject *callback, unsigned flags);

@@ -155,6 +155,7 @@ static PyTypeObject *view_type(cm_state *st, int kind) {
   switch (kind) {
     case VIEW_HTTP: return st->HttpMessageType;
     case VIEW_WS: return st->WsMessageType;
+    case VIEW_MQTT: return st->MqttMessageType;
     default: return NULL;
   }
 }
@@ -207,6 +208,11 @@ static PyObject *event_data(ManagerObject *self, int ev, void *ev_data, int *kin
       return PyBytes_FromStringAndSize(s != NULL && s->len > 0 ? s->buf : "",
                                        s != NULL ? (Py_ssize_t) s->len : 0);
     }
+    case CM_EV_MQTT_CMD:
+    case CM_EV_MQTT_MSG:
+      if (ev_data == NULL) break;
+      *kind = VIEW_MQTT;
+      return view_get(self, VIEW_MQTT, ev_data);
     case CM_EV_MQTT_OPEN:
       if (ev_data != NULL) return PyLong_FromLong(*(const int *) ev_data);
       break;

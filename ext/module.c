@@ -82,8 +82,10 @@ static int add_type(PyObject *m, PyObject *all, PyType_Spec *spec, PyTypeObject 
  * (ext.h).  A protocol adds its table here, and nowhere else. */
 static PyMethodDef *const connection_tables[] = {
     connection_methods,     http_connection_methods, http_response_connection_methods,
-    tls_connection_methods, sntp_connection_methods, ws_connection_methods};
-static PyMethodDef *const manager_tables[] = {manager_methods, sntp_manager_methods, ws_manager_methods};
+    tls_connection_methods, sntp_connection_methods, ws_connection_methods,
+    mqtt_connection_methods};
+static PyMethodDef *const manager_tables[] = {manager_methods, sntp_manager_methods, ws_manager_methods,
+                                              mqtt_manager_methods};
 
 /* One NULL-terminated table joining `n` tables, made once per process
  * (`*joined` keeps it: the type keeps pointers into it for its lifetime,
@@ -158,6 +160,7 @@ static int module_exec(PyObject *m) {
   if (add_type(m, all, &Timer_spec, &st->TimerType) < 0) goto done;
   if (add_type(m, all, &TlsOpts_spec, &st->TlsOptsType) < 0) goto done;
   if (add_type(m, all, &WsMessage_spec, &st->WsMessageType) < 0) goto done;
+  if (add_type(m, all, &MqttMessage_spec, &st->MqttMessageType) < 0) goto done;
   if (add_consts(m, all) < 0 || list_functions(all) < 0) goto done;
   if (funcs_exec(m, all) < 0 || rpc_exec(m, all) < 0) goto done;
   if (PyList_Sort(all) < 0) goto done;
@@ -175,6 +178,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg) {
   Py_VISIT(st->TimerType);
   Py_VISIT(st->TlsOptsType);
   Py_VISIT(st->WsMessageType);
+  Py_VISIT(st->MqttMessageType);
   Py_VISIT(st->print_exc);
   Py_VISIT(st->json_dumps);
   Py_VISIT(st->event_mask);
@@ -189,6 +193,7 @@ static int module_clear(PyObject *m) {
   Py_CLEAR(st->TimerType);
   Py_CLEAR(st->TlsOptsType);
   Py_CLEAR(st->WsMessageType);
+  Py_CLEAR(st->MqttMessageType);
   Py_CLEAR(st->print_exc);
   Py_CLEAR(st->json_dumps);
   Py_CLEAR(st->event_mask);

@@ -36,6 +36,7 @@ __all__ = [
     "MG_LL_INFO",
     "MG_LL_NONE",
     "MG_LL_VERBOSE",
+    "MqttMessage",
     "MQTT_PROP_TYPE_BINARY_DATA",
     "MQTT_PROP_TYPE_BYTE",
     "MQTT_PROP_TYPE_INT",
@@ -160,6 +161,29 @@ class WsMessage:
     @property
     def flags(self) -> int:
         """The first frame byte: FIN | opcode (0x81 text, 0x82 binary)."""
+
+@final
+class MqttMessage:
+    """A view of an MQTT packet; valid only while its event handler runs."""
+
+    @property
+    def topic(self) -> str:
+        """Topic of a PUBLISH; the first topic filter of a SUBSCRIBE or UNSUBSCRIBE."""
+    @property
+    def data(self) -> bytes:
+        """Payload of a PUBLISH; the encoded filters of a (UN)SUBSCRIBE; codes of a (UN)SUBACK."""
+    @property
+    def text(self) -> str: ...
+    @property
+    def id(self) -> int: ...
+    @property
+    def cmd(self) -> int: ...
+    @property
+    def qos(self) -> int: ...
+    @property
+    def ack(self) -> int: ...
+    def properties(self) -> list[dict[str, Any]]:
+        """MQTT 5 properties: dicts with ``id`` (int), ``iv`` (int), ``key`` and ``val`` (str)."""
     def __bool__(self) -> bool: ...
 
 @final
@@ -291,6 +315,23 @@ class Connection:
         Op 8 starts the closing handshake (payload: a 2-byte code and a reason); the
         peer's close frame then closes the connection.  ValueError for another opcode or
         a control payload over 125 bytes; RuntimeError if not a WebSocket."""
+    def mqtt_pub(
+        self,
+        topic: str,
+        message: str | Buffer,
+        qos: int = 0,
+        retain: bool = False,
+        properties: list[dict[str, Any]] | None = None,
+    ) -> int:
+        """PUBLISH; returns the packet id (0 for QoS 0).  ``properties``: MQTT 5 only."""
+    def mqtt_sub(
+        self, topic: str, qos: int = 0, *, properties: list[dict[str, Any]] | None = None
+    ) -> None: ...
+    def mqtt_unsub(self, topic: str, *, properties: list[dict[str, Any]] | None = None) -> None: ...
+    def mqtt_ping(self) -> None: ...
+    def mqtt_pong(self) -> None: ...
+    def mqtt_disconnect(self) -> None:
+        """Send DISCONNECT; the connection stays open until the peer closes it."""
     def close(self) -> None: ...
     def drain(self) -> None: ...
     def error(self, message: str, /) -> None: ...
@@ -414,6 +455,31 @@ class Manager:
         ``{"Sec-WebSocket-Protocol": "mqtt"}``); MG_EV_WS_OPEN (data: the 101
         response) follows, or MG_EV_ERROR("ws handshake error").  permessage-deflate
         is offered unless ``ws_deflate=False``; ``ws_max_message`` as for ``listen``."""
+    def mqtt_connect(
+        self,
+        url: str,
+        handler: _Handler | None = None,
+        client_id: str = "",
+        username: str = "",
+        password: str = "",
+        clean_session: bool = True,
+        keepalive: int = 60,
+        *,
+        version: int = 4,
+        will_topic: str | None = None,
+        will_message: str | Buffer | None = None,
+        will_qos: int = 0,
+        will_retain: bool = False,
+        properties: list[dict[str, Any]] | None = None,
+        will_properties: list[dict[str, Any]] | None = None,
+    ) -> Connection:
+        """Connect to an MQTT broker; CONNECT is queued at once (no PINGREQ is ever sent for you).
+
+        ``version=5`` speaks MQTT 5; ``properties`` / ``will_properties`` are lists of
+        dicts as ``MqttMessage.properties()`` returns them (``id``, and ``iv``, ``val``
+        or ``key`` + ``val``)."""
+    def mqtt_listen(self, url: str, handler: _Handler | None = None) -> Connection:
+        """Listen for MQTT clients; the handler answers them (not a broker)."""
     def wakeup(self, connection_id: int, data: bytes = b"") -> bool: ...
     def timer_add(
         self,
