@@ -1,0 +1,270 @@
+/* cm/mqtt_broker.h: the MQTT broker (3.1.1 and 5) and the parts it is made of.
+ *
+ * Layers, each usable and tested on its own:
+ *   - stored messages (mqtt_store.c): one PUBLISH kept once, reference
+ *     counted; every queue and the retained store hold references, so a
+ *     message fanned out to N subscribers is never copied N times;
+ *   - the topic tree (mqtt_topic.c): subscriptions and retained messages in
+ *     one tree keyed by topic level;
+ *   - sessions (mqtt_session.c): per client id, its subscriptions and its
+ *     queue of QoS 1/2 messages, bounded;
+ *   - persistence (mqtt_persist.c): retained messages and persistent
+ *     sessions written to a file atomically, and read back;
+ *   - the broker (mqtt_broker.c): the protocol handler on accepted
+ *     connections, on top of the codec of cm/mqtt.h.
+ * Everything here is poll-thread only. */
+#ifndef CM_MQTT_BROKER_H
+#define CM_MQTT_BROKER_H
+
+#include "base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- stored messages (mqtt_store.c) --------------------------------------- */
+
+/* A published message as the broker keeps it: topic, payload and the MQTT 5
+ * properties that travel with it, in one allocation.  Immutable once made;
+ * freed when the last reference is released. */
+struct cm_mqtt_stored {
+  uint32_t refs;        /* references (read-only; see hold/release) */
+  uint8_t qos;          /* QoS it was published with (0..2) */
+  bool retain;          /* published with the RETAIN flag */
+  uint16_t topic_len;   /* bytes of topic */
+  uint32_t props_len;   /* bytes of props */
+  size_t data_len;      /* bytes of data */
+  const char *topic;    /* topic name (not NUL-terminated) */
+  const uint8_t *props; /* MQTT 5 properties to forward, encoded, without their length */
+  const uint8_t *data;  /* payload */
+  uint32_t persist_id;  /* private: number given while the persistence file is written */
+};
+
+/* A new message with one reference, copying topic, data and props (props
+ * may be NULL when props_len is 0).  NULL: no memory, or a topic longer than
+ * 65535 bytes. */
+struct cm_mqtt_stored *cm_mqtt_stored_new(struct cm_str topic, struct cm_str data, struct cm_str props,
+                                          int qos, bool retain);
+/* Take one more reference; returns `m`. */
+struct cm_mqtt_stored *cm_mqtt_stored_hold(struct cm_mqtt_stored *m);
+/* Drop one reference; the last one frees `m`.  NULL is fine. */
+void cm_mqtt_stored_release(struct cm_mqtt_stored *m);
+
+/* ---- topics and the topic tree (mqtt_topic.c) ----------------------------- */
+
+/* A topic name (PUBLISH, will): 1..65535 bytes, no '+', '#' or NUL
+ * (MQTT 3.1.1 section 4.7.3, 1.5.3).  UTF-8 validity is the codec's check. */
+bool cm_mqtt_topic_valid(struct cm_str topic);
+/* A topic filter (SUBSCRIBE): 1..65535 bytes, no NUL, '+' only as a whole
+ * level, '#' only as the whole last level (section 4.7.1). */
+bool cm_mqtt_filter_valid(struct cm_str filter);
+
+/* Subscription options: the MQTT 5 options byte (section 3.8.3.1).  A 3.1.1
+ * subscription carries its QoS only. */
+enum {
+  CM_MQTT_SUB_QOS = 0x03,      /* maximum QoS */
+  CM_MQTT_SUB_NO_LOCAL = 0x04, /* not delivered to the connection that published */
+  CM_MQTT_SUB_RAP = 0x08,      /* Retain As Published */
+  CM_MQTT_SUB_RH_MASK = 0x30,  /* Retain Handling: 0 always, 1 if new, 2 never */
+};
+
+/* Who subscribes: embed one in the subscriber's own struct (a session); the
+ * tree hands it back on a match (container_of gets the owner). */
+struct cm_mqtt_subscriber {
+  uint64_t mark; /* private: the match that last reached it */
+  uint32_t slot; /* private: its index in that match's result */
+};
+
+/* One subscription of one subscriber, owned by the subscriber, linked into
+ * the tree by cm_mqtt_tree_add until cm_mqtt_tree_del.  `opts` may be
+ * changed in place while linked. */
+struct cm_mqtt_subscription {
+  struct cm_mqtt_subscriber *owner; /* who */
+  uint8_t opts;                     /* CM_MQTT_SUB_* bits */
+  void *node;                       /* private: tree node, NULL while unlinked */
+  uint32_t idx;                     /* private: index at that node */
+};
+
+/* One subscriber reached by a topic: once, however many of its
+ * subscriptions overlap. */
+struct cm_mqtt_match {
+  struct cm_mqtt_subscriber *owner; /* the subscriber */
+  uint8_t qos;                      /* highest QoS of its matching subscriptions */
+  bool rap;                         /* one of them asks Retain As Published */
+};
+
+struct cm_mqtt_tree;
+
+/* An empty tree, or NULL (no memory). */
+struct cm_mqtt_tree *cm_mqtt_tree_new(void);
+/* Free the tree and release every retained message.  Subscriptions still
+ * linked are not touched (their `node` dangles): unlink them first, or
+ * forget them with the tree.  NULL is fine. */
+void cm_mqtt_tree_free(struct cm_mqtt_tree *t);
+/* Link `s` under `filter` (valid, see cm_mqtt_filter_valid).  `s` must be
+ * unlinked.  Returns 0, or -CM_ENOMEM (s stays unlinked). */
+int cm_mqtt_tree_add(struct cm_mqtt_tree *t, struct cm_str filter, struct cm_mqtt_subscription *s);
+/* Unlink `s` (no-op if unlinked) in O(1), pruning nodes left empty. */
+void cm_mqtt_tree_del(struct cm_mqtt_tree *t, struct cm_mqtt_subscription *s);
+/* The subscribers whose filters match `topic` (a valid topic name): each
+ * once, with the highest QoS among its matching subscriptions.  Topics
+ * starting with '$' are not matched by '+' or '#' as the first level
+ * (section 4.7.2).  Subscriptions with CM_MQTT_SUB_NO_LOCAL whose owner is
+ * `publisher` (may be NULL) are skipped.  Cost: the levels of the topic
+ * times the wildcard branches, plus the matches; no walk over every
+ * subscription.  Returns the count and sets *out to an array owned by the
+ * tree, valid until the next call on it; -CM_ENOMEM if the result could
+ * not grow (nothing matched then). */
+long cm_mqtt_tree_match(struct cm_mqtt_tree *t, struct cm_str topic,
+                        const struct cm_mqtt_subscriber *publisher, const struct cm_mqtt_match **out);
+/* Number of linked subscriptions. */
+size_t cm_mqtt_tree_nsubs(const struct cm_mqtt_tree *t);
+
+/* Retained messages live in the same tree, one per topic. */
+
+/* Keep `m` as the retained message of `topic` (a valid topic name), taking a
+ * reference and releasing the one it replaces; `m` NULL, or with an empty
+ * payload, deletes it (section 3.3.1.3).  Returns 0 or -CM_ENOMEM. */
+int cm_mqtt_tree_retain(struct cm_mqtt_tree *t, struct cm_str topic, struct cm_mqtt_stored *m);
+/* The retained message of exactly `topic`, or NULL. */
+struct cm_mqtt_stored *cm_mqtt_tree_retained_at(struct cm_mqtt_tree *t, struct cm_str topic);
+/* Called for each retained message; return false to stop the walk. */
+typedef bool (*cm_mqtt_retained_fn)(struct cm_mqtt_stored *m, void *arg);
+/* Call `fn` for each retained message whose topic matches `filter` (valid;
+ * the '$' rule applies), or, with filter "#" and `all` true, for every one
+ * ('$' topics included: persistence uses this).  Returns false if it ran
+ * out of memory (some were not visited) or `fn` stopped it.  `fn` must not
+ * change the tree. */
+bool cm_mqtt_tree_retained(struct cm_mqtt_tree *t, struct cm_str filter, bool all, cm_mqtt_retained_fn fn,
+                           void *arg);
+/* Number of retained messages. */
+size_t cm_mqtt_tree_nretained(const struct cm_mqtt_tree *t);
+
+/* ---- sessions and the store (mqtt_store.c) --------------------------------- */
+
+/* Where a queued delivery stands (MQTT 3.1.1 section 4.3). */
+enum {
+  CM_MQTT_Q_QUEUED = 0,    /* not sent yet (no packet id) */
+  CM_MQTT_Q_PUBLISHED = 1, /* PUBLISH sent, PUBACK (QoS 1) or PUBREC (QoS 2) awaited */
+  CM_MQTT_Q_RELEASED = 2,  /* QoS 2: PUBREL sent, PUBCOMP awaited (the message is released) */
+};
+
+/* One delivery of a stored message to one session.  The payload is the
+ * stored message's: a fan-out to N sessions copies no payload. */
+struct cm_mqtt_qentry {
+  struct cm_mqtt_qentry *next; /* next in its list */
+  struct cm_mqtt_stored *msg;  /* a reference; NULL once RELEASED */
+  uint16_t pid;                /* packet id once sent, else 0 */
+  uint8_t qos;                 /* delivery QoS (1 or 2): min(published, subscribed) */
+  uint8_t state;               /* CM_MQTT_Q_* */
+  bool retain;                 /* RETAIN flag of the delivery */
+};
+
+/* A FIFO of deliveries. */
+struct cm_mqtt_queue {
+  struct cm_mqtt_qentry *head, *tail; /* oldest, newest */
+  uint32_t len;                       /* entries */
+};
+
+/* One subscription of a session: the tree link and the filter it was made
+ * with (the session's list, for UNSUBSCRIBE, cleanup and persistence). */
+struct cm_mqtt_ssub {
+  struct cm_mqtt_subscription link; /* in the tree */
+  struct cm_mqtt_ssub *next;        /* the session's next subscription */
+  uint16_t len;                     /* bytes of filter */
+  char filter[];                    /* the filter (not NUL-terminated) */
+};
+
+/* The state a client id keeps across connections (section 4.1). */
+struct cm_mqtt_session {
+  struct cm_mqtt_subscriber subscriber; /* its identity in the tree */
+  struct cm_mqtt_session *hnext;        /* private: hash chain */
+  char *client_id;                      /* NUL-terminated copy (ids have no NUL) */
+  uint16_t id_len;                      /* bytes of client_id */
+  uint8_t version;                      /* protocol level of the last connection */
+  bool persistent;                      /* survives its connection (not clean) */
+  uint32_t expiry;                      /* MQTT 5 session expiry (s); UINT32_MAX: never */
+  uint64_t offline_since;               /* ms (cm_millis) when its connection ended */
+  struct cm_mqtt_ssub *subs;            /* its subscriptions, newest first */
+  uint32_t nsubs;                       /* how many */
+  struct cm_mqtt_queue inflight;        /* sent, not yet acknowledged, in send order */
+  struct cm_mqtt_queue queued;          /* waiting for room in flight, or for the client */
+  uint16_t inflight_max;                /* room in flight (client's Receive Maximum, capped) */
+  uint16_t next_pid;                    /* last packet id given out */
+  uint16_t *rx;                         /* ids of QoS 2 PUBLISHes received, PUBREL awaited */
+  uint32_t nrx, rxcap;                  /* used / allocated */
+  uint64_t dropped;                     /* deliveries dropped: queue full */
+  void *owner;                          /* the broker's connection state while online, else NULL */
+};
+
+/* The sessions and the tree of one broker, with their limits. */
+struct cm_mqtt_store {
+  struct cm_mqtt_tree *tree;        /* subscriptions and retained messages */
+  struct cm_mqtt_session **buckets; /* private: hash of client ids */
+  size_t nbuckets;                  /* private: power of two */
+  size_t nsessions;                 /* sessions */
+  uint16_t max_inflight;            /* QoS 1/2 deliveries in flight per session (20) */
+  uint32_t max_queued;              /* queued per session beyond those (1000); oldest dropped */
+  uint64_t dropped;                 /* deliveries dropped, all sessions */
+};
+
+/* Initialise `st` with its limits (0: the defaults 20 and 1000).  Returns 0
+ * or -CM_ENOMEM. */
+int cm_mqtt_store_init(struct cm_mqtt_store *st, uint16_t max_inflight, uint32_t max_queued);
+/* Free every session, the tree and its retained messages. */
+void cm_mqtt_store_free(struct cm_mqtt_store *st);
+/* The session of `client_id`, or NULL. */
+struct cm_mqtt_session *cm_mqtt_session_find(struct cm_mqtt_store *st, struct cm_str client_id);
+/* A new, empty session for `client_id` (1..65535 bytes, no NUL), which must
+ * have none.  NULL: no memory. */
+struct cm_mqtt_session *cm_mqtt_session_new(struct cm_mqtt_store *st, struct cm_str client_id);
+/* Remove `s` from the store and free it: its subscriptions leave the tree,
+ * its queued messages are released. */
+void cm_mqtt_session_free(struct cm_mqtt_store *st, struct cm_mqtt_session *s);
+/* Call `fn` for each session (it may free the session it is given). */
+void cm_mqtt_store_each(struct cm_mqtt_store *st, void (*fn)(struct cm_mqtt_session *s, void *arg),
+                        void *arg);
+
+/* Subscribe `s` to `filter` (valid) with options `opts`; an existing
+ * subscription to the same filter gets the new options (section 3.8.4).
+ * Returns 1 if new, 0 if replaced, -CM_ENOMEM. */
+int cm_mqtt_session_sub(struct cm_mqtt_store *st, struct cm_mqtt_session *s, struct cm_str filter,
+                        uint8_t opts);
+/* Unsubscribe `s` from exactly `filter`.  Returns true if it had it. */
+bool cm_mqtt_session_unsub(struct cm_mqtt_store *st, struct cm_mqtt_session *s, struct cm_str filter);
+/* The subscription of `s` to exactly `filter`, or NULL. */
+struct cm_mqtt_ssub *cm_mqtt_session_sub_find(struct cm_mqtt_session *s, struct cm_str filter);
+
+/* Queue a QoS 1/2 delivery of `m` (takes a reference) at `qos` with RETAIN
+ * flag `retain`.  Past st->max_queued the oldest queued (never in-flight)
+ * delivery is dropped and counted.  Returns 0, or -CM_ENOMEM (not queued,
+ * counted as dropped). */
+int cm_mqtt_session_enqueue(struct cm_mqtt_store *st, struct cm_mqtt_session *s, struct cm_mqtt_stored *m,
+                            int qos, bool retain);
+/* Move the oldest queued delivery in flight if there is room
+ * (s->inflight_max), giving it a packet id and state PUBLISHED: the caller
+ * sends it.  NULL when nothing is queued or the flight is full. */
+struct cm_mqtt_qentry *cm_mqtt_session_next(struct cm_mqtt_session *s);
+/* The in-flight delivery with packet id `pid`, or NULL. */
+struct cm_mqtt_qentry *cm_mqtt_session_inflight(struct cm_mqtt_session *s, uint16_t pid);
+/* The peer acknowledged `pid` with packet type `cmd` (4 PUBACK, 5 PUBREC,
+ * 7 PUBCOMP): PUBACK of a QoS 1 and PUBCOMP of a RELEASED delivery end it;
+ * PUBREC of a PUBLISHED QoS 2 delivery makes it RELEASED (the caller sends
+ * PUBREL).  Returns true if the acknowledgement matched a delivery in the
+ * right state. */
+bool cm_mqtt_session_ack(struct cm_mqtt_session *s, uint16_t pid, int cmd);
+/* Release every delivery (queued and in flight). */
+void cm_mqtt_session_clear(struct cm_mqtt_session *s);
+
+/* Incoming QoS 2 (section 4.3.3, method B): the ids of PUBLISHes received
+ * and delivered whose PUBREL has not come.  Remember `pid`: 1 if new, 0 if
+ * already there (a DUP: not delivered again), -CM_EFULL past 65535 ids,
+ * -CM_ENOMEM. */
+int cm_mqtt_session_rx_add(struct cm_mqtt_session *s, uint16_t pid);
+/* Forget `pid` (PUBREL came).  Returns true if it was there. */
+bool cm_mqtt_session_rx_del(struct cm_mqtt_session *s, uint16_t pid);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CM_MQTT_BROKER_H */
