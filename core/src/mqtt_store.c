@@ -50,7 +50,7 @@ void cm_mqtt_stored_release(struct cm_mqtt_stored *m) {
 
 /* ---- queues -------------------------------------------------------------------- */
 
-static void q_push(struct cm_mqtt_queue *q, struct cm_mqtt_qentry *e) {
+void cm_mqtt_queue_push(struct cm_mqtt_queue *q, struct cm_mqtt_qentry *e) {
   e->next = NULL;
   if (q->tail != NULL) q->tail->next = e;
   else
@@ -264,7 +264,7 @@ int cm_mqtt_session_enqueue(struct cm_mqtt_store *st, struct cm_mqtt_session *s,
   e->qos = (uint8_t) qos;
   e->retain = retain;
   e->state = CM_MQTT_Q_QUEUED;
-  q_push(&s->queued, e);
+  cm_mqtt_queue_push(&s->queued, e);
   /* Bounded: a subscriber that never reads cannot hold the broker's memory
    * hostage; the oldest waiting delivery goes, as in mosquitto. */
   while (s->queued.len > st->max_queued) {
@@ -298,7 +298,7 @@ struct cm_mqtt_qentry *cm_mqtt_session_next(struct cm_mqtt_session *s) {
   struct cm_mqtt_qentry *e = q_pop(&s->queued);
   e->pid = next_pid(s);
   e->state = CM_MQTT_Q_PUBLISHED;
-  q_push(&s->inflight, e);
+  cm_mqtt_queue_push(&s->inflight, e);
   return e;
 }
 

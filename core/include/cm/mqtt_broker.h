@@ -197,6 +197,9 @@ struct cm_mqtt_session {
   void *owner;                          /* the broker's connection state while online, else NULL */
 };
 
+/* Append `e` at the tail of `q`. */
+void cm_mqtt_queue_push(struct cm_mqtt_queue *q, struct cm_mqtt_qentry *e);
+
 /* The sessions and the tree of one broker, with their limits. */
 struct cm_mqtt_store {
   struct cm_mqtt_tree *tree;        /* subscriptions and retained messages */
@@ -263,6 +266,44 @@ void cm_mqtt_session_clear(struct cm_mqtt_session *s);
 int cm_mqtt_session_rx_add(struct cm_mqtt_session *s, uint16_t pid);
 /* Forget `pid` (PUBREL came).  Returns true if it was there. */
 bool cm_mqtt_session_rx_del(struct cm_mqtt_session *s, uint16_t pid);
+
+/* ---- persistence (mqtt_persist.c) ------------------------------------------- */
+
+/* The file holds the retained messages and the persistent sessions
+ * (subscriptions, deliveries queued and in flight, QoS 2 ids received) of a
+ * store.  Format, all integers big-endian:
+ *   "CMMQTTDB", u32 version (1), u32 0 (reserved)
+ *   records: u8 type, u32 body length, body
+ *     1 message:  u32 number (1, 2, ... in order), u8 qos, u8 retain,
+ *                 u16 + topic, u32 + properties, u32 + payload
+ *     2 retained: u32 message number
+ *     3 session:  u16 + client id, u8 version, u32 expiry, u16 last packet
+ *                 id, u32 count + (u16 + filter, u8 options) each,
+ *                 u32 count + (u32 message number or 0, u16 packet id,
+ *                 u8 qos, u8 state, u8 retain) each, u32 count + u16 ids
+ *   u32 CRC-32 (cm_crc32) of every byte before it.
+ * A message is written once however many queues refer to it. */
+#define CM_MQTT_PERSIST_VERSION 1
+
+/* Write `st` to `path` so that a crash at any moment leaves either the old
+ * file or the new one whole: the bytes go to "<path>.new", which is
+ * fsync'ed, renamed over `path`, and the directory fsync'ed.  Returns 0, or
+ * a negative CM_E* code with a message in err[0..errlen) (errno text). */
+int cm_mqtt_persist_save(struct cm_mqtt_store *st, const char *path, char *err, size_t errlen);
+/* Read the file at `path` into `st` (empty, just initialised): 0 with
+ * nothing read when there is no file, 0 after a whole file, or a negative
+ * CM_E* code with what is wrong in err[0..errlen) (-CM_EPROTO: not our
+ * format, another version, a bad checksum, a truncated or inconsistent
+ * record).  After an error `st` may hold part of the file: free it. */
+int cm_mqtt_persist_read(struct cm_mqtt_store *st, const char *path, char *err, size_t errlen);
+/* The encoder and decoder under those two, on memory.  `sink` receives the
+ * bytes in order; it returns false to stop (the encoder then returns
+ * -CM_EIO).  cm_mqtt_persist_decode() checks everything before trusting a
+ * byte, so any input is safe (it is the fuzz target); errors as for
+ * cm_mqtt_persist_read(). */
+typedef bool (*cm_mqtt_sink_fn)(const void *buf, size_t len, void *arg);
+int cm_mqtt_persist_encode(struct cm_mqtt_store *st, cm_mqtt_sink_fn sink, void *arg);
+int cm_mqtt_persist_decode(struct cm_mqtt_store *st, const void *buf, size_t len, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }
