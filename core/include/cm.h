@@ -13,6 +13,7 @@
 #include "cm/json.h"
 #include "cm/log.h"
 #include "cm/mgr.h"
+#include "cm/mqtt.h"
 #include "cm/mqtt_broker.h"
 #include "cm/resolve.h"
 #include "cm/timer.h"
