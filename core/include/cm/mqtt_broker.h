@@ -17,6 +17,9 @@
 #define CM_MQTT_BROKER_H
 
 #include "base.h"
+#include "event.h"
+#include "iobuf.h"
+#include "timer.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -304,6 +307,119 @@ int cm_mqtt_persist_read(struct cm_mqtt_store *st, const char *path, char *err, 
 typedef bool (*cm_mqtt_sink_fn)(const void *buf, size_t len, void *arg);
 int cm_mqtt_persist_encode(struct cm_mqtt_store *st, cm_mqtt_sink_fn sink, void *arg);
 int cm_mqtt_persist_decode(struct cm_mqtt_store *st, const void *buf, size_t len, char *err, size_t errlen);
+
+/* ---- the broker (mqtt_broker.c, mqtt_deliver.c) ----------------------------- */
+
+struct cm_conn;
+struct cm_mgr;
+struct cm_mqtt_broker;
+
+/* May this client connect?  `username` / `password` are empty slices when
+ * absent (has_* say which).  Return true to accept. */
+typedef bool (*cm_mqtt_auth_fn)(void *arg, struct cm_conn *c, struct cm_str client_id, struct cm_str username,
+                                bool has_username, struct cm_str password, bool has_password);
+/* May this client publish to `topic` (is_publish true: PUBLISH and its
+ * will), or subscribe to filter `topic` (false)?  Asked once per PUBLISH
+ * and per filter, not per delivery. */
+typedef bool (*cm_mqtt_acl_fn)(void *arg, struct cm_conn *c, struct cm_str client_id, struct cm_str username,
+                               struct cm_str topic, bool is_publish);
+
+/* Options of cm_mqtt_broker_new(); zero means the default. */
+struct cm_mqtt_broker_opts {
+  uint16_t max_inflight;        /* QoS 1/2 deliveries unacknowledged per client (20) */
+  uint32_t max_queued;          /* deliveries waiting per client; oldest dropped past it (1000) */
+  uint32_t max_packet;          /* largest packet accepted, bytes (16 MiB) */
+  size_t max_send;              /* QoS 0 deliveries are dropped (counted) while a client has more
+                                 * unsent bytes than this (8 MiB): a slow reader costs no memory */
+  const char *persist;          /* persistence file (copied), or NULL: nothing survives a restart */
+  uint32_t persist_interval_ms; /* save this often while something changed (10000), and at the end */
+  uint32_t connect_timeout_ms;  /* a connection must send CONNECT within this (10000) */
+  cm_mqtt_auth_fn auth;         /* NULL: every client may connect */
+  cm_mqtt_acl_fn acl;           /* NULL: every topic is allowed */
+  void *hook_arg;               /* passed to auth and acl */
+};
+
+/* Counters (cm_mqtt_broker_stats). */
+struct cm_mqtt_broker_stats {
+  uint64_t clients;       /* connections with an accepted CONNECT now */
+  uint64_t sessions;      /* sessions kept, connected or not */
+  uint64_t subscriptions; /* subscriptions, all sessions */
+  uint64_t retained;      /* retained messages */
+  uint64_t msgs_in;       /* PUBLISH packets received (wills included) */
+  uint64_t msgs_out;      /* PUBLISH packets sent (redeliveries included) */
+  uint64_t dropped;       /* deliveries dropped: a full queue, a slow QoS 0 reader, an offline
+                           * session's QoS 0, a packet larger than the client accepts */
+  uint64_t connects;      /* CONNECTs accepted since the start */
+};
+
+/* One connection's broker state (c->pfn_data of an accepted connection). */
+struct cm_mqtt_bconn {
+  struct cm_mqtt_broker *broker;   /* owner */
+  struct cm_conn *c;               /* the connection */
+  struct cm_mqtt_bconn *next, *prev; /* broker->conns */
+  struct cm_mqtt_session *s;       /* NULL until CONNECT is accepted, and after a takeover */
+  struct cm_mqtt_stored *will;     /* will message (retain flag inside), or NULL */
+  char *username;                  /* copy, for the ACL hook; NULL if none */
+  uint16_t username_len;           /* bytes of username */
+  uint8_t version;                 /* protocol level of its CONNECT */
+  bool connected;                  /* CONNECT accepted */
+  bool graceful;                   /* DISCONNECT received: no will */
+  bool ws;                         /* MQTT inside WebSocket binary messages */
+  uint16_t keepalive;              /* seconds, 0: none */
+  uint32_t max_out;                /* client's Maximum Packet Size (MQTT 5), 0: none */
+  uint64_t opened;                 /* ms (cm_millis) */
+  uint64_t last_rx;                /* ms of the last packet received */
+  struct cm_iobuf in;              /* WebSocket only: the MQTT byte stream reassembled */
+};
+
+struct cm_mqtt_broker {
+  /* read-only */
+  struct cm_mgr *mgr;                /* owning manager */
+  struct cm_mqtt_store store;        /* sessions, subscriptions, retained messages */
+  struct cm_mqtt_broker_opts opts;   /* options, defaults filled in */
+  struct cm_mqtt_broker_stats stats; /* counters (clients, sessions ... kept current on read) */
+  /* private */
+  struct cm_mqtt_bconn *conns;   /* accepted connections */
+  struct cm_conn **lsn;          /* listeners serving it */
+  size_t nlsn, lsn_cap;          /* used / allocated */
+  struct cm_timer timer;         /* keep-alive, CONNECT deadline, expiry, autosave */
+  uint64_t last_save, last_expiry; /* ms */
+  bool dirty;                    /* persistent state changed since the last save */
+  uint32_t auto_ids;             /* counter of assigned client ids */
+};
+
+/* A broker on `mgr` with `opts` (NULL: all defaults), its store loaded from
+ * opts->persist when that file exists.  Returns NULL with a message in
+ * err[0..errlen) (no memory, an unreadable or damaged persistence file:
+ * the broker does not start over a file it could not read, so nothing in
+ * it is overwritten). */
+struct cm_mqtt_broker *cm_mqtt_broker_new(struct cm_mgr *mgr, const struct cm_mqtt_broker_opts *opts, char *err,
+                                          size_t errlen);
+/* Listen on `url` ("mqtt://host:port", or "tcp://") for MQTT clients of
+ * broker `b`.  `fn(c, ev, ev_data)` sees CM_EV_OPEN, CM_EV_CLOSE and the
+ * other connection events of every client, and CM_EV_MQTT_MSG (struct
+ * cm_mqtt_msg *, the PUBLISH as received) for each message a client
+ * publishes, after it was routed.  Any number of listeners may serve one
+ * broker.  Returns the listener, or NULL as cm_listen(). */
+struct cm_conn *cm_mqtt_broker_listen(struct cm_mqtt_broker *b, const char *url, cm_handler_fn fn, void *fn_data);
+/* Save the persistent state now (opts.persist set).  Returns 0 or a
+ * negative CM_E* code with a message in err. */
+int cm_mqtt_broker_save(struct cm_mqtt_broker *b, char *err, size_t errlen);
+/* Publish a message from the broker itself, as if a client had (no ACL).
+ * Returns 0 or -CM_ENOMEM / -CM_EINVAL (bad topic or QoS). */
+int cm_mqtt_broker_publish(struct cm_mqtt_broker *b, struct cm_str topic, struct cm_str data, int qos, bool retain);
+/* The counters, current. */
+struct cm_mqtt_broker_stats cm_mqtt_broker_stats(struct cm_mqtt_broker *b);
+/* The broker a connection belongs to (a listener or an accepted client),
+ * or NULL. */
+struct cm_mqtt_broker *cm_mqtt_broker_of(struct cm_conn *c);
+/* Save (when persisting; errors are logged), close every client and
+ * listener of `b` (their CM_EV_CLOSE comes as usual, without wills:
+ * shutting down is not a client failing) and free it.  NULL is fine.
+ * Call before cm_mgr_free(). */
+void cm_mqtt_broker_free(struct cm_mqtt_broker *b);
+/* The protocol handler of broker connections (c->pfn). */
+void cm_mqtt_broker_handler(struct cm_conn *c, int ev, void *ev_data);
 
 #ifdef __cplusplus
 }
