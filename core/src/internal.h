@@ -142,11 +142,12 @@ void cm__mqtt_input(struct cm_mqtt_bconn *bc, struct cm_iobuf *in); /* parse and
 void cm__mqtt_pump(struct cm_mqtt_bconn *bc);   /* send queued deliveries while there is room */
 void cm__mqtt_resend(struct cm_mqtt_bconn *bc); /* a resumed session: in-flight ones again */
 /* Retain and fan out `m`; `from` is the publisher (NULL: the broker). */
-void cm__mqtt_route(struct cm_mqtt_broker *b, struct cm_mqtt_stored *m, const struct cm_mqtt_subscriber *from);
+void cm__mqtt_route(struct cm_mqtt_broker *b, struct cm_mqtt_stored *m,
+                    const struct cm_mqtt_subscriber *from);
 void cm__mqtt_send_retained(struct cm_mqtt_bconn *bc, struct cm_str filter, int qos);
 /* A stored message of a PUBLISH or will, with the properties that are
  * forwarded (no Topic Alias, Subscription Identifier, Will Delay). */
-struct cm_mqtt_stored *cm__mqtt_stored_from(struct cm_str topic, struct cm_str data, struct cm_str props, int qos,
-                                            bool retain);
+struct cm_mqtt_stored *cm__mqtt_stored_from(struct cm_str topic, struct cm_str data, struct cm_str props,
+                                            int qos, bool retain);
 
 #endif /* CM_INTERNAL_H */

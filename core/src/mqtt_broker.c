@@ -19,9 +19,9 @@
 
 /* CONNACK return codes (3.1.1 §3.2.2.3) and their MQTT 5 reason codes. */
 enum {
-  RC_VERSION = 1,    /* 5: 0x84 Unsupported Protocol Version */
-  RC_ID = 2,         /* 5: 0x85 Client Identifier not valid */
-  RC_NOT_AUTH = 5,   /* 5: 0x87 Not authorized (0x86 Bad User Name or Password) */
+  RC_VERSION = 1,  /* 5: 0x84 Unsupported Protocol Version */
+  RC_ID = 2,       /* 5: 0x85 Client Identifier not valid */
+  RC_NOT_AUTH = 5, /* 5: 0x87 Not authorized (0x86 Bad User Name or Password) */
 };
 
 /* MQTT 5 reason codes used here (5 §2.4). */
@@ -157,8 +157,8 @@ static void assign_id(struct cm_mqtt_broker *b, char *buf, size_t size) {
 
 static bool authorised(struct cm_mqtt_bconn *bc, const struct cm_mqtt_msg *m, struct cm_str id) {
   struct cm_mqtt_broker *b = bc->broker;
-  if (b->opts.auth != NULL &&
-      !b->opts.auth(b->opts.hook_arg, bc->c, id, m->username, m->has_username, m->password, m->has_password)) {
+  if (b->opts.auth != NULL && !b->opts.auth(b->opts.hook_arg, bc->c, id, m->username, m->has_username,
+                                            m->password, m->has_password)) {
     return false;
   }
   /* mosquitto checks the will topic at CONNECT too: a will the client may
@@ -168,8 +168,8 @@ static bool authorised(struct cm_mqtt_bconn *bc, const struct cm_mqtt_msg *m, st
 }
 
 /* The session for an accepted CONNECT: resumed or new.  NULL: no memory. */
-static struct cm_mqtt_session *open_session(struct cm_mqtt_bconn *bc, const struct cm_mqtt_msg *m, struct cm_str id,
-                                            const struct connect_props *cp, bool *present) {
+static struct cm_mqtt_session *open_session(struct cm_mqtt_bconn *bc, const struct cm_mqtt_msg *m,
+                                            struct cm_str id, const struct connect_props *cp, bool *present) {
   struct cm_mqtt_store *st = &bc->broker->store;
   struct cm_mqtt_session *s = cm_mqtt_session_find(st, id);
   if (s != NULL) take_over(s);
@@ -195,8 +195,9 @@ static struct cm_mqtt_session *open_session(struct cm_mqtt_bconn *bc, const stru
 
 static bool keep_will(struct cm_mqtt_bconn *bc, const struct cm_mqtt_msg *m) {
   if (!m->has_will) return true;
-  bc->will = cm__mqtt_stored_from(m->will_topic, m->will_data, m->version == CM_MQTT_V5 ? m->will_props : cm_str_n(NULL, 0),
-                                  m->will_qos, m->will_retain);
+  bc->will = cm__mqtt_stored_from(m->will_topic, m->will_data,
+                                  m->version == CM_MQTT_V5 ? m->will_props : cm_str_n(NULL, 0), m->will_qos,
+                                  m->will_retain);
   return bc->will != NULL;
 }
 
@@ -236,20 +237,32 @@ static void on_connect(struct cm_mqtt_bconn *bc, const struct cm_mqtt_msg *m) {
   if (id.len == 0) {
     /* §3.1.3.1: an empty id needs a clean session; 3.1 forbids it; 5 §3.1.3.1
      * has the server assign one and say which. */
-    if (v == CM_MQTT_V31 || (v == CM_MQTT_V311 && !m->clean)) { refuse(bc, v, RC_ID, 0x85); return; }
+    if (v == CM_MQTT_V31 || (v == CM_MQTT_V311 && !m->clean)) {
+      refuse(bc, v, RC_ID, 0x85);
+      return;
+    }
     assign_id(b, auto_id, sizeof(auto_id));
     id = cm_str_c(auto_id);
     if (v == CM_MQTT_V5) assigned = id;
   }
-  if (v == CM_MQTT_V5 && cp.has_auth_method) { refuse(bc, v, RC_NOT_AUTH, R5_BAD_AUTH_METHOD); return; }
+  if (v == CM_MQTT_V5 && cp.has_auth_method) {
+    refuse(bc, v, RC_NOT_AUTH, R5_BAD_AUTH_METHOD);
+    return;
+  }
   if (!authorised(bc, m, id)) {
-    { refuse(bc, v, RC_NOT_AUTH, m->has_username || m->has_password ? 0x86 : R5_NOT_AUTHORIZED); return; }
+    {
+      refuse(bc, v, RC_NOT_AUTH, m->has_username || m->has_password ? 0x86 : R5_NOT_AUTHORIZED);
+      return;
+    }
   }
   bool present = false;
   bc->version = (uint8_t) v;
   if (!keep_will(bc, m) || !keep_username(bc, m) ||
       (bc->s = open_session(bc, m, id, &cp, &present)) == NULL) {
-    { refuse(bc, v, 3, R5_UNSPECIFIED); return; } /* 3: Server unavailable */
+    {
+      refuse(bc, v, 3, R5_UNSPECIFIED);
+      return;
+    } /* 3: Server unavailable */
   }
   bc->connected = true;
   bc->keepalive = m->keepalive;
@@ -284,14 +297,23 @@ static void on_publish(struct cm_mqtt_bconn *bc, struct cm_mqtt_msg *m) {
   int ack = m->qos == 1 ? CM_MQTT_PUBACK : CM_MQTT_PUBREC;
   /* No Topic Alias Maximum in our CONNACK means 0: none may be used (5 §3.2.2.3.8). */
   if (bc->version == CM_MQTT_V5 && has_prop(m->props, CM_MQTT_PROP_TOPIC_ALIAS)) {
-    { fail(bc, R5_TOPIC_ALIAS, "topic alias not allowed"); return; }
+    {
+      fail(bc, R5_TOPIC_ALIAS, "topic alias not allowed");
+      return;
+    }
   }
   b->stats.msgs_in++;
   if (m->qos == 2) { /* §4.3.3 method B: delivered once, the id remembered until PUBREL */
     int rc = cm_mqtt_session_rx_add(bc->s, m->id);
-    if (rc < 0) { fail(bc, R5_UNSPECIFIED, "too many QoS 2 messages in flight"); return; }
+    if (rc < 0) {
+      fail(bc, R5_UNSPECIFIED, "too many QoS 2 messages in flight");
+      return;
+    }
     if (bc->s->persistent) b->dirty = true;
-    if (rc == 0) { send_ack(bc, CM_MQTT_PUBREC, m->id, 0); return; } /* a DUP: not again */
+    if (rc == 0) {
+      send_ack(bc, CM_MQTT_PUBREC, m->id, 0);
+      return;
+    } /* a DUP: not again */
   }
   if (!acl_ok(bc, m->topic, true)) {
     /* 3.1.1 has no way to say no: acknowledged and dropped, as mosquitto does. */
@@ -299,7 +321,10 @@ static void on_publish(struct cm_mqtt_bconn *bc, struct cm_mqtt_msg *m) {
     return;
   }
   struct cm_mqtt_stored *sm = cm__mqtt_stored_from(m->topic, m->data, m->props, m->qos, m->retain);
-  if (sm == NULL) { fail(bc, R5_UNSPECIFIED, "out of memory"); return; }
+  if (sm == NULL) {
+    fail(bc, R5_UNSPECIFIED, "out of memory");
+    return;
+  }
   cm__mqtt_route(b, sm, &bc->s->subscriber);
   cm_mqtt_stored_release(sm);
   if (m->qos > 0) send_ack(bc, ack, m->id, 0);
@@ -312,11 +337,17 @@ static void on_subscribe(struct cm_mqtt_bconn *bc, const struct cm_mqtt_msg *m) 
   size_t n = 0, cap = sizeof(codes);
   struct cm_mqtt_sub e;
   for (size_t ofs = 0; (ofs = cm_mqtt_next_sub(m, ofs, &e)) != 0;) n++;
-  if (n > cap && (rc = malloc(n)) == NULL) { fail(bc, R5_UNSPECIFIED, "out of memory"); return; }
+  if (n > cap && (rc = malloc(n)) == NULL) {
+    fail(bc, R5_UNSPECIFIED, "out of memory");
+    return;
+  }
   bool *fresh = calloc(n > 0 ? n : 1, sizeof(*fresh));
   if (fresh == NULL) {
     if (rc != codes) free(rc);
-    { fail(bc, R5_UNSPECIFIED, "out of memory"); return; }
+    {
+      fail(bc, R5_UNSPECIFIED, "out of memory");
+      return;
+    }
   }
   size_t i = 0;
   for (size_t ofs = 0; (ofs = cm_mqtt_next_sub(m, ofs, &e)) != 0; i++) {
@@ -411,8 +442,14 @@ static void on_disconnect(struct cm_mqtt_bconn *bc, const struct cm_mqtt_msg *m)
 /* One parsed packet. */
 static void on_packet(struct cm_mqtt_bconn *bc, struct cm_mqtt_msg *m) {
   if (!bc->connected) { /* §3.1.0: the first packet is CONNECT, and only the first */
-    if (m->cmd != CM_MQTT_CONNECT || bc->s != NULL) { fail(bc, R5_PROTOCOL, "first packet not CONNECT"); return; }
-    { on_connect(bc, m); return; }
+    if (m->cmd != CM_MQTT_CONNECT || bc->s != NULL) {
+      fail(bc, R5_PROTOCOL, "first packet not CONNECT");
+      return;
+    }
+    {
+      on_connect(bc, m);
+      return;
+    }
   }
   switch (m->cmd) {
     case CM_MQTT_PUBLISH: on_publish(bc, m); break;
@@ -437,13 +474,19 @@ void cm__mqtt_input(struct cm_mqtt_bconn *bc, struct cm_iobuf *in) {
   while (in->len > 0 && !c->is_closing && !c->is_draining) {
     size_t total = 0;
     int hl = cm_mqtt_peek(cm_iobuf_data(in), in->len, &total);
-    if (hl > 0 && total > b->opts.max_packet) { fail(bc, R5_TOO_LARGE, "packet too large"); return; }
+    if (hl > 0 && total > b->opts.max_packet) {
+      fail(bc, R5_TOO_LARGE, "packet too large");
+      return;
+    }
     struct cm_mqtt_msg m;
     int n = hl < 0 ? hl : cm_mqtt_parse(cm_iobuf_data(in), in->len, version, &m);
     if (n == 0) return;
     if (n < 0) {
       if (!bc->connected && -n == CM_MQTT_E_VERSION && m.cmd == CM_MQTT_CONNECT) {
-        { refuse(bc, CM_MQTT_V311, RC_VERSION, 0x84); return; } /* §3.1.2.2 */
+        {
+          refuse(bc, CM_MQTT_V311, RC_VERSION, 0x84);
+          return;
+        } /* §3.1.2.2 */
       }
       /* A malformed packet closes the connection (§4.8; 5 §4.13 with a
        * DISCONNECT saying why); the will goes out. */
@@ -478,7 +521,8 @@ static struct cm_mqtt_bconn *bconn_new(struct cm_mqtt_broker *b, struct cm_conn 
   if (b->conns != NULL) b->conns->prev = bc;
   b->conns = bc;
   /* Room for the largest packet accepted (the default recv cap is less). */
-  if (c->recv.cap != 0 && c->recv.cap < (size_t) b->opts.max_packet + 16) c->recv.cap = (size_t) b->opts.max_packet + 16;
+  if (c->recv.cap != 0 && c->recv.cap < (size_t) b->opts.max_packet + 16)
+    c->recv.cap = (size_t) b->opts.max_packet + 16;
   return bc;
 }
 
@@ -567,8 +611,8 @@ static void defaults(struct cm_mqtt_broker_opts *o) {
 
 static void mark_loaded(struct cm_mqtt_session *s, void *arg) { s->offline_since = *(uint64_t *) arg; }
 
-struct cm_mqtt_broker *cm_mqtt_broker_new(struct cm_mgr *mgr, const struct cm_mqtt_broker_opts *opts, char *err,
-                                          size_t errlen) {
+struct cm_mqtt_broker *cm_mqtt_broker_new(struct cm_mgr *mgr, const struct cm_mqtt_broker_opts *opts,
+                                          char *err, size_t errlen) {
   struct cm_mqtt_broker *b = calloc(1, sizeof(*b));
   if (b == NULL) goto oom;
   b->mgr = mgr;
@@ -578,7 +622,8 @@ struct cm_mqtt_broker *cm_mqtt_broker_new(struct cm_mgr *mgr, const struct cm_mq
   if (cm_mqtt_store_init(&b->store, b->opts.max_inflight, b->opts.max_queued) != 0) goto oom;
   b->opts.max_inflight = b->store.max_inflight;
   b->opts.max_queued = b->store.max_queued;
-  if (b->opts.persist != NULL && cm_mqtt_persist_read(&b->store, b->opts.persist, err, errlen) != 0) goto fail;
+  if (b->opts.persist != NULL && cm_mqtt_persist_read(&b->store, b->opts.persist, err, errlen) != 0)
+    goto fail;
   b->last_save = b->last_expiry = cm__now(mgr);
   cm_mqtt_store_each(&b->store, mark_loaded, &b->last_save);
   if (!cm_timer_start(mgr, &b->timer, TICK_MS, CM_TIMER_REPEAT, tick, b)) goto oom;
@@ -594,7 +639,8 @@ fail:
   return NULL;
 }
 
-struct cm_conn *cm_mqtt_broker_listen(struct cm_mqtt_broker *b, const char *url, cm_handler_fn fn, void *fn_data) {
+struct cm_conn *cm_mqtt_broker_listen(struct cm_mqtt_broker *b, const char *url, cm_handler_fn fn,
+                                      void *fn_data) {
   if (b->nlsn == b->lsn_cap) {
     size_t cap = b->lsn_cap == 0 ? 4 : b->lsn_cap * 2;
     struct cm_conn **l = realloc(b->lsn, cap * sizeof(*l));
@@ -634,7 +680,8 @@ void cm_mqtt_broker_free(struct cm_mqtt_broker *b) {
     bconn_free(b->conns, false);
     cm_close(c);
   }
-  if (b->opts.persist != NULL && cm_mqtt_broker_save(b, err, sizeof(err)) != 0) CM_ERROR("MQTT broker: %s", err);
+  if (b->opts.persist != NULL && cm_mqtt_broker_save(b, err, sizeof(err)) != 0)
+    CM_ERROR("MQTT broker: %s", err);
   for (size_t i = 0; i < b->nlsn; i++) {
     b->lsn[i]->pfn_data = NULL;
     cm_close(b->lsn[i]);

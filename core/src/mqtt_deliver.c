@@ -9,7 +9,8 @@
 
 #include "internal.h"
 
-#define SESSION_OF(sub) ((struct cm_mqtt_session *) (void *) ((char *) (sub) - offsetof(struct cm_mqtt_session, subscriber)))
+#define SESSION_OF(sub) \
+  ((struct cm_mqtt_session *) (void *) ((char *) (sub) -offsetof(struct cm_mqtt_session, subscriber)))
 
 /* ---- sending ------------------------------------------------------------------------ */
 
@@ -39,11 +40,12 @@ static size_t publish_size(const struct cm_mqtt_stored *m, int qos, bool v5) {
 
 /* One PUBLISH of stored message `m` to `bc`.  False if it could not be
  * queued for sending (closing, buffer cap, larger than the client takes). */
-static bool send_publish(struct cm_mqtt_bconn *bc, const struct cm_mqtt_stored *m, int qos, uint16_t pid, bool retain,
-                         bool dup) {
+static bool send_publish(struct cm_mqtt_bconn *bc, const struct cm_mqtt_stored *m, int qos, uint16_t pid,
+                         bool retain, bool dup) {
   bool v5 = bc->version == CM_MQTT_V5;
   if (bc->max_out > 0 && publish_size(m, qos, v5) > bc->max_out) return false; /* MQTT 5 §3.1.2.11.4 */
-  struct cm_mqtt_msg p = {.cmd = CM_MQTT_PUBLISH, .qos = (uint8_t) qos, .id = pid, .retain = retain, .dup = dup};
+  struct cm_mqtt_msg p = {
+      .cmd = CM_MQTT_PUBLISH, .qos = (uint8_t) qos, .id = pid, .retain = retain, .dup = dup};
   p.topic = cm_str_n(m->topic, m->topic_len);
   p.data = cm_str_n((const char *) m->data, m->data_len);
   if (v5) p.props = cm_str_n((const char *) m->props, m->props_len);
@@ -100,7 +102,8 @@ static void deliver(struct cm_mqtt_broker *b, struct cm_mqtt_session *s, struct 
 
 /* ---- routing ------------------------------------------------------------------------- */
 
-void cm__mqtt_route(struct cm_mqtt_broker *b, struct cm_mqtt_stored *m, const struct cm_mqtt_subscriber *from) {
+void cm__mqtt_route(struct cm_mqtt_broker *b, struct cm_mqtt_stored *m,
+                    const struct cm_mqtt_subscriber *from) {
   struct cm_str topic = cm_str_n(m->topic, m->topic_len);
   if (m->retain) { /* §3.3.1.3: kept (or, empty, deleted) for future subscribers */
     cm_mqtt_tree_retain(b->store.tree, topic, m);
@@ -123,8 +126,8 @@ static bool forwarded(uint8_t id) {
          id != CM_MQTT_PROP_WILL_DELAY_INTERVAL;
 }
 
-struct cm_mqtt_stored *cm__mqtt_stored_from(struct cm_str topic, struct cm_str data, struct cm_str props, int qos,
-                                            bool retain) {
+struct cm_mqtt_stored *cm__mqtt_stored_from(struct cm_str topic, struct cm_str data, struct cm_str props,
+                                            int qos, bool retain) {
   /* Usually every property is forwarded and the block is used as is;
    * otherwise the kept ones are copied into a block of their own. */
   struct cm_mqtt_prop p;
@@ -164,7 +167,8 @@ void cm__mqtt_send_retained(struct cm_mqtt_bconn *bc, struct cm_str filter, int 
   cm_mqtt_tree_retained(bc->broker->store.tree, filter, false, send_retained, &w);
 }
 
-int cm_mqtt_broker_publish(struct cm_mqtt_broker *b, struct cm_str topic, struct cm_str data, int qos, bool retain) {
+int cm_mqtt_broker_publish(struct cm_mqtt_broker *b, struct cm_str topic, struct cm_str data, int qos,
+                           bool retain) {
   if (!cm_mqtt_topic_valid(topic) || qos < 0 || qos > 2) return -CM_EINVAL;
   struct cm_mqtt_stored *m = cm_mqtt_stored_new(topic, data, cm_str_n(NULL, 0), qos, retain);
   if (m == NULL) return -CM_ENOMEM;

@@ -354,22 +354,22 @@ struct cm_mqtt_broker_stats {
 
 /* One connection's broker state (c->pfn_data of an accepted connection). */
 struct cm_mqtt_bconn {
-  struct cm_mqtt_broker *broker;   /* owner */
-  struct cm_conn *c;               /* the connection */
+  struct cm_mqtt_broker *broker;     /* owner */
+  struct cm_conn *c;                 /* the connection */
   struct cm_mqtt_bconn *next, *prev; /* broker->conns */
-  struct cm_mqtt_session *s;       /* NULL until CONNECT is accepted, and after a takeover */
-  struct cm_mqtt_stored *will;     /* will message (retain flag inside), or NULL */
-  char *username;                  /* copy, for the ACL hook; NULL if none */
-  uint16_t username_len;           /* bytes of username */
-  uint8_t version;                 /* protocol level of its CONNECT */
-  bool connected;                  /* CONNECT accepted */
-  bool graceful;                   /* DISCONNECT received: no will */
-  bool ws;                         /* MQTT inside WebSocket binary messages */
-  uint16_t keepalive;              /* seconds, 0: none */
-  uint32_t max_out;                /* client's Maximum Packet Size (MQTT 5), 0: none */
-  uint64_t opened;                 /* ms (cm_millis) */
-  uint64_t last_rx;                /* ms of the last packet received */
-  struct cm_iobuf in;              /* WebSocket only: the MQTT byte stream reassembled */
+  struct cm_mqtt_session *s;         /* NULL until CONNECT is accepted, and after a takeover */
+  struct cm_mqtt_stored *will;       /* will message (retain flag inside), or NULL */
+  char *username;                    /* copy, for the ACL hook; NULL if none */
+  uint16_t username_len;             /* bytes of username */
+  uint8_t version;                   /* protocol level of its CONNECT */
+  bool connected;                    /* CONNECT accepted */
+  bool graceful;                     /* DISCONNECT received: no will */
+  bool ws;                           /* MQTT inside WebSocket binary messages */
+  uint16_t keepalive;                /* seconds, 0: none */
+  uint32_t max_out;                  /* client's Maximum Packet Size (MQTT 5), 0: none */
+  uint64_t opened;                   /* ms (cm_millis) */
+  uint64_t last_rx;                  /* ms of the last packet received */
+  struct cm_iobuf in;                /* WebSocket only: the MQTT byte stream reassembled */
 };
 
 struct cm_mqtt_broker {
@@ -379,13 +379,13 @@ struct cm_mqtt_broker {
   struct cm_mqtt_broker_opts opts;   /* options, defaults filled in */
   struct cm_mqtt_broker_stats stats; /* counters (clients, sessions ... kept current on read) */
   /* private */
-  struct cm_mqtt_bconn *conns;   /* accepted connections */
-  struct cm_conn **lsn;          /* listeners serving it */
-  size_t nlsn, lsn_cap;          /* used / allocated */
-  struct cm_timer timer;         /* keep-alive, CONNECT deadline, expiry, autosave */
+  struct cm_mqtt_bconn *conns;     /* accepted connections */
+  struct cm_conn **lsn;            /* listeners serving it */
+  size_t nlsn, lsn_cap;            /* used / allocated */
+  struct cm_timer timer;           /* keep-alive, CONNECT deadline, expiry, autosave */
   uint64_t last_save, last_expiry; /* ms */
-  bool dirty;                    /* persistent state changed since the last save */
-  uint32_t auto_ids;             /* counter of assigned client ids */
+  bool dirty;                      /* persistent state changed since the last save */
+  uint32_t auto_ids;               /* counter of assigned client ids */
 };
 
 /* A broker on `mgr` with `opts` (NULL: all defaults), its store loaded from
@@ -393,21 +393,23 @@ struct cm_mqtt_broker {
  * err[0..errlen) (no memory, an unreadable or damaged persistence file:
  * the broker does not start over a file it could not read, so nothing in
  * it is overwritten). */
-struct cm_mqtt_broker *cm_mqtt_broker_new(struct cm_mgr *mgr, const struct cm_mqtt_broker_opts *opts, char *err,
-                                          size_t errlen);
+struct cm_mqtt_broker *cm_mqtt_broker_new(struct cm_mgr *mgr, const struct cm_mqtt_broker_opts *opts,
+                                          char *err, size_t errlen);
 /* Listen on `url` ("mqtt://host:port", or "tcp://") for MQTT clients of
  * broker `b`.  `fn(c, ev, ev_data)` sees CM_EV_OPEN, CM_EV_CLOSE and the
  * other connection events of every client, and CM_EV_MQTT_MSG (struct
  * cm_mqtt_msg *, the PUBLISH as received) for each message a client
  * publishes, after it was routed.  Any number of listeners may serve one
  * broker.  Returns the listener, or NULL as cm_listen(). */
-struct cm_conn *cm_mqtt_broker_listen(struct cm_mqtt_broker *b, const char *url, cm_handler_fn fn, void *fn_data);
+struct cm_conn *cm_mqtt_broker_listen(struct cm_mqtt_broker *b, const char *url, cm_handler_fn fn,
+                                      void *fn_data);
 /* Save the persistent state now (opts.persist set).  Returns 0 or a
  * negative CM_E* code with a message in err. */
 int cm_mqtt_broker_save(struct cm_mqtt_broker *b, char *err, size_t errlen);
 /* Publish a message from the broker itself, as if a client had (no ACL).
  * Returns 0 or -CM_ENOMEM / -CM_EINVAL (bad topic or QoS). */
-int cm_mqtt_broker_publish(struct cm_mqtt_broker *b, struct cm_str topic, struct cm_str data, int qos, bool retain);
+int cm_mqtt_broker_publish(struct cm_mqtt_broker *b, struct cm_str topic, struct cm_str data, int qos,
+                           bool retain);
 /* The counters, current. */
 struct cm_mqtt_broker_stats cm_mqtt_broker_stats(struct cm_mqtt_broker *b);
 /* The broker a connection belongs to (a listener or an accepted client),
