@@ -32,6 +32,7 @@ typedef struct {
   PyTypeObject *ConnectionType;
   PyTypeObject *HttpMessageType;
   PyTypeObject *TimerType;
+  PyTypeObject *MqttMessageType;
   PyObject *print_exc;  /* traceback.print_exc, imported on first use */
   PyObject *json_dumps; /* json.dumps, imported on first use */
   PyObject *event_mask; /* cymongoose._interest.event_mask, imported on first use */
@@ -55,7 +56,7 @@ typedef struct TimerObject TimerObject;
  * returns; a view nobody kept is reused for the next event of its kind, so
  * a message costs no allocation.  Each kind has its type in cm_state (see
  * view_type() in manager.c). */
-enum view_kind { VIEW_NONE, VIEW_HTTP, VIEW_KINDS };
+enum view_kind { VIEW_NONE, VIEW_HTTP, VIEW_MQTT, VIEW_KINDS };
 
 /* Handlers other than the default whose event masks a manager remembers:
  * one per listener with a handler of its own is typical. */
@@ -115,6 +116,13 @@ typedef struct {
 } HttpMessageObject;
 _Static_assert(offsetof(HttpMessageObject, hm) == offsetof(ViewObject, msg), "a view starts like ViewObject");
 
+/* MqttMessage: a view of a struct cm_mqtt_msg (mqtt.c). */
+typedef struct {
+  PyObject ob_base;             /* PyObject_HEAD */
+  const struct cm_mqtt_msg *mm; /* borrowed from the event; NULL when invalid */
+} MqttMessageObject;
+_Static_assert(offsetof(MqttMessageObject, mm) == offsetof(ViewObject, msg), "a view starts like ViewObject");
+
 /* Timer: embeds the core timer, so the object must outlive its scheduling:
  * while it runs, the manager's `timers` list holds a reference to it. */
 struct TimerObject {
@@ -158,6 +166,8 @@ extern PyType_Spec Manager_spec, Connection_spec, HttpMessage_spec, Timer_spec;
  * has to know every protocol. */
 extern PyMethodDef connection_methods[];      /* connection.c: every connection */
 extern PyMethodDef http_connection_methods[]; /* http.c */
+extern PyMethodDef mqtt_connection_methods[]; /* mqtt.c */
+extern PyMethodDef mqtt_manager_methods[];    /* mqtt.c */
 extern PyMethodDef manager_methods[];         /* manager.c */
 
 /* util.c */
@@ -207,6 +217,16 @@ int manager_raise_pending(ManagerObject *m);
 /* Recompute which events reach `conn`'s effective handler (after it
  * changed), and whether the core should deliver MG_EV_POLL to it. */
 void manager_update_events(ManagerObject *m, ConnectionObject *conn);
+/* Open a connection for a protocol file's Manager method (ws_connect, ...):
+ * `open(mgr, url, fn, fn_data, arg)` runs with the events fired inside it
+ * reaching `handler` (SPEC Decision 6).  Returns the new Connection, or
+ * NULL with RuntimeError(fail_fmt % url) when `open` returns NULL (the
+ * format takes the url as %U), or with the exception that a handler's
+ * BaseException or a failed allocation left. */
+typedef struct cm_conn *(*ext_open_fn)(struct cm_mgr *mgr, const char *url, cm_handler_fn fn, void *fn_data,
+                                       void *arg);
+PyObject *manager_open(ManagerObject *m, PyObject *url, PyObject *handler, ext_open_fn open, void *arg,
+                       const char *fail_fmt);
 
 /* connection.c */
 /* A new object for `c`, without handler yet (manager.c moves in the one
@@ -238,6 +258,9 @@ int ext_release_manager(ManagerObject *m);
 int ext_headers_add(struct ext_buf *b, PyObject *headers, bool skip_ct, bool *any_ct);
 
 /* message.c: HttpMessage_spec (views are made by manager.c). */
+
+/* mqtt.c: MqttMessage_spec (views are made by manager.c). */
+extern PyType_Spec MqttMessage_spec;
 
 /* timer.c */
 PyObject *timer_start(ManagerObject *m, uint64_t ms, PyObject *callback, unsigned flags);

@@ -154,6 +154,7 @@ static void on_sleep(struct cm_mgr *mgr, bool sleeping, void *arg) {
 static PyTypeObject *view_type(cm_state *st, int kind) {
   switch (kind) {
     case VIEW_HTTP: return st->HttpMessageType;
+    case VIEW_MQTT: return st->MqttMessageType;
     default: return NULL;
   }
 }
@@ -202,6 +203,11 @@ static PyObject *event_data(ManagerObject *self, int ev, void *ev_data, int *kin
       return PyBytes_FromStringAndSize(s != NULL && s->len > 0 ? s->buf : "",
                                        s != NULL ? (Py_ssize_t) s->len : 0);
     }
+    case CM_EV_MQTT_CMD:
+    case CM_EV_MQTT_MSG:
+      if (ev_data == NULL) break;
+      *kind = VIEW_MQTT;
+      return view_get(self, VIEW_MQTT, ev_data);
     case CM_EV_MQTT_OPEN:
       if (ev_data != NULL) return PyLong_FromLong(*(const int *) ev_data);
       break;
@@ -540,6 +546,43 @@ static int limits_from_args(PyObject *const *objs, struct cm_http_limits *lim, b
   return 0;
 }
 
+/* The opener of listen() and connect(). */
+struct plain_open {
+  open_fn fn;
+  const struct cm_http_limits *lim; /* listen() with limits, else NULL */
+};
+
+static struct cm_conn *plain_open(struct cm_mgr *mgr, const char *url, cm_handler_fn fn, void *fn_data,
+                                  void *arg) {
+  const struct plain_open *po = arg;
+  if (po->lim != NULL) return cm_http_listen_opts(mgr, url, po->lim, fn, fn_data);
+  return po->fn(mgr, url, fn, fn_data);
+}
+
+PyObject *manager_open(ManagerObject *self, PyObject *url, PyObject *handler, ext_open_fn open, void *arg,
+                       const char *fail_fmt) {
+  Py_ssize_t len;
+  if (check_open(self) < 0) return NULL;
+  const char *u = PyUnicode_AsUTF8AndSize(url, &len);
+  if (u == NULL) return NULL;
+  if (strlen(u) != (size_t) len) {
+    PyErr_SetString(PyExc_ValueError, "embedded null character in url");
+    return NULL;
+  }
+  PyObject *outer = self->call_handler; /* a handler may nest listen/connect */
+  self->call_handler = handler != Py_None ? handler : NULL;
+  struct cm_conn *c = open(&self->mgr, u, on_event, self, arg);
+  self->call_handler = outer;
+  if (manager_raise_pending(self) < 0) return NULL; /* a handler's BaseException */
+  ConnectionObject *conn = c != NULL ? conn_object(self, c) : NULL;
+  if (conn == NULL && c != NULL && PyErr_Occurred()) {
+    abandon(c);
+    return NULL;
+  }
+  if (conn == NULL) return PyErr_Format(PyExc_RuntimeError, fail_fmt, url);
+  return Py_NewRef(conn);
+}
+
 /* listen() and connect(): events fired inside the core call (OPEN, and
  * RESOLVE/CONNECT for literal addresses) reach `handler` through
  * self->call_handler (SPEC Decision 6).  `lim` (listen only) carries the
@@ -561,22 +604,9 @@ static PyObject *open_conn(ManagerObject *self, PyObject *url, PyObject *handler
     return NULL;
   }
   open_fn fn = listen ? (use_http ? cm_http_listen : cm_listen) : (use_http ? cm_http_connect : cm_connect);
-  PyObject *outer = self->call_handler; /* a handler may nest listen/connect */
-  self->call_handler = handler != Py_None ? handler : NULL;
-  struct cm_conn *c = lim != NULL ? cm_http_listen_opts(&self->mgr, u, lim, on_event, self)
-                                  : fn(&self->mgr, u, on_event, self);
-  self->call_handler = outer;
-  if (manager_raise_pending(self) < 0) return NULL; /* a handler's BaseException */
-  ConnectionObject *conn = c != NULL ? conn_object(self, c) : NULL;
-  if (conn == NULL && c != NULL && PyErr_Occurred()) {
-    abandon(c);
-    return NULL;
-  }
-  if (conn == NULL) {
-    return PyErr_Format(PyExc_RuntimeError, listen ? "Failed to listen on '%U'" : "Failed to connect to '%U'",
-                        url);
-  }
-  return Py_NewRef(conn);
+  struct plain_open po = {fn, lim};
+  return manager_open(self, url, handler, plain_open, &po,
+                      listen ? "Failed to listen on '%U'" : "Failed to connect to '%U'");
 }
 
 static PyObject *manager_listen(ManagerObject *self, PyObject *args, PyObject *kwargs) {

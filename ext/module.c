@@ -80,8 +80,9 @@ static int add_type(PyObject *m, PyObject *all, PyType_Spec *spec, PyTypeObject 
 
 /* Each type's methods: its own file's table, then one per protocol file
  * (ext.h).  A protocol adds its table here, and nowhere else. */
-static PyMethodDef *const connection_tables[] = {connection_methods, http_connection_methods};
-static PyMethodDef *const manager_tables[] = {manager_methods};
+static PyMethodDef *const connection_tables[] = {connection_methods, http_connection_methods,
+                                                 mqtt_connection_methods};
+static PyMethodDef *const manager_tables[] = {manager_methods, mqtt_manager_methods};
 
 /* One NULL-terminated table joining `n` tables, made once per process
  * (`*joined` keeps it: the type keeps pointers into it for its lifetime,
@@ -154,6 +155,7 @@ static int module_exec(PyObject *m) {
   if (add_type(m, all, &HttpMessage_spec, &st->HttpMessageType) < 0) goto done;
   if (add_type(m, all, &Manager_spec, &st->ManagerType) < 0) goto done;
   if (add_type(m, all, &Timer_spec, &st->TimerType) < 0) goto done;
+  if (add_type(m, all, &MqttMessage_spec, &st->MqttMessageType) < 0) goto done;
   if (add_consts(m, all) < 0 || list_functions(all) < 0) goto done;
   if (funcs_exec(m, all) < 0 || rpc_exec(m, all) < 0) goto done;
   if (PyList_Sort(all) < 0) goto done;
@@ -169,6 +171,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg) {
   Py_VISIT(st->ConnectionType);
   Py_VISIT(st->HttpMessageType);
   Py_VISIT(st->TimerType);
+  Py_VISIT(st->MqttMessageType);
   Py_VISIT(st->print_exc);
   Py_VISIT(st->json_dumps);
   Py_VISIT(st->event_mask);
@@ -181,6 +184,7 @@ static int module_clear(PyObject *m) {
   Py_CLEAR(st->ConnectionType);
   Py_CLEAR(st->HttpMessageType);
   Py_CLEAR(st->TimerType);
+  Py_CLEAR(st->MqttMessageType);
   Py_CLEAR(st->print_exc);
   Py_CLEAR(st->json_dumps);
   Py_CLEAR(st->event_mask);

@@ -284,6 +284,12 @@ static int check_props(struct cm_str block, unsigned where) {
   return 0;
 }
 
+int cm_mqtt_props_check(struct cm_str block, int cmd) {
+  if (cmd < 0 || cmd > CM_MQTT_AUTH) return -CM_MQTT_E_PROP_ALLOWED;
+  int e = check_props(block, cmd == 0 ? WILL : 1u << cmd);
+  return -e;
+}
+
 /* A property block with its length prefix, checked for packet `where`. */
 static struct cm_str rd_props(struct rd *r, unsigned where) {
   uint32_t n = rd_varint(r);

@@ -36,6 +36,7 @@ __all__ = [
     "MG_LL_INFO",
     "MG_LL_NONE",
     "MG_LL_VERBOSE",
+    "MqttMessage",
     "MQTT_PROP_TYPE_BINARY_DATA",
     "MQTT_PROP_TYPE_BYTE",
     "MQTT_PROP_TYPE_INT",
@@ -148,6 +149,30 @@ class HttpMessage:
     def __bool__(self) -> bool: ...
 
 @final
+class MqttMessage:
+    """A view of an MQTT packet; valid only while its event handler runs."""
+
+    @property
+    def topic(self) -> str:
+        """Topic of a PUBLISH; the first topic filter of a SUBSCRIBE or UNSUBSCRIBE."""
+    @property
+    def data(self) -> bytes:
+        """Payload of a PUBLISH; the encoded filters of a (UN)SUBSCRIBE; codes of a (UN)SUBACK."""
+    @property
+    def text(self) -> str: ...
+    @property
+    def id(self) -> int: ...
+    @property
+    def cmd(self) -> int: ...
+    @property
+    def qos(self) -> int: ...
+    @property
+    def ack(self) -> int: ...
+    def properties(self) -> list[dict[str, Any]]:
+        """MQTT 5 properties: dicts with ``id`` (int), ``iv`` (int), ``key`` and ``val`` (str)."""
+    def __bool__(self) -> bool: ...
+
+@final
 class Connection:
     """A connection of a Manager; created only by the Manager."""
 
@@ -245,6 +270,24 @@ class Connection:
         """Forget the pending lookup of this connection: no MG_EV_RESOLVE follows."""
     def http_basic_auth(self, username: str | Buffer, password: str | Buffer) -> None:
         """Queue ``Authorization: Basic <base64(username[:password])>\\r\\n`` (no request line)."""
+    def mqtt_pub(
+        self,
+        topic: str,
+        message: str | Buffer,
+        qos: int = 0,
+        retain: bool = False,
+        *,
+        properties: list[dict[str, Any]] | None = None,
+    ) -> int:
+        """PUBLISH; returns the packet id (0 for QoS 0).  ``properties``: MQTT 5 only."""
+    def mqtt_sub(
+        self, topic: str, qos: int = 0, *, properties: list[dict[str, Any]] | None = None
+    ) -> None: ...
+    def mqtt_unsub(self, topic: str, *, properties: list[dict[str, Any]] | None = None) -> None: ...
+    def mqtt_ping(self) -> None: ...
+    def mqtt_pong(self) -> None: ...
+    def mqtt_disconnect(self) -> None:
+        """Send DISCONNECT; the connection stays open until the peer closes it."""
     def close(self) -> None: ...
     def drain(self) -> None: ...
     def error(self, message: str, /) -> None: ...
@@ -309,6 +352,31 @@ class Manager:
     def connect(
         self, url: str, handler: _Handler | None = None, *, http: bool | None = None
     ) -> Connection: ...
+    def mqtt_connect(
+        self,
+        url: str,
+        handler: _Handler | None = None,
+        client_id: str = "",
+        username: str = "",
+        password: str = "",
+        clean_session: bool = True,
+        keepalive: int = 60,
+        *,
+        version: int = 4,
+        will_topic: str | None = None,
+        will_message: str | Buffer | None = None,
+        will_qos: int = 0,
+        will_retain: bool = False,
+        properties: list[dict[str, Any]] | None = None,
+        will_properties: list[dict[str, Any]] | None = None,
+    ) -> Connection:
+        """Connect to an MQTT broker; CONNECT is queued at once (no PINGREQ is ever sent for you).
+
+        ``version=5`` speaks MQTT 5; ``properties`` / ``will_properties`` are lists of
+        dicts as ``MqttMessage.properties()`` returns them (``id``, and ``iv``, ``val``
+        or ``key`` + ``val``)."""
+    def mqtt_listen(self, url: str, handler: _Handler | None = None) -> Connection:
+        """Listen for MQTT clients; the handler answers them (not a broker)."""
     def wakeup(self, connection_id: int, data: bytes = b"") -> bool: ...
     def timer_add(
         self,

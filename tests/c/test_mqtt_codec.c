@@ -520,6 +520,21 @@ static void test_encode(void) {
   ASSERT_EQ(cm_mqtt_encode(&m, 4, NULL, 0), -CM_EINVAL);
   m = (struct cm_mqtt_msg){.cmd = CM_MQTT_PUBLISH, .topic = cm_str_c("t"), .data = cm_str_n(huge, 268435455)};
   ASSERT_EQ(cm_mqtt_encode(&m, 4, NULL, 0), -CM_EINVAL);
+  /* blocks built by an application, checked before sending */
+  struct cm_mqtt_prop alias = {.id = CM_MQTT_PROP_TOPIC_ALIAS, .iv = 3};
+  char ab[8];
+  long an = cm_mqtt_props_encode(&alias, 1, ab, sizeof(ab));
+  ASSERT_EQ(an, 3);
+  ASSERT_EQ(cm_mqtt_props_check(cm_str_n(ab, 3), CM_MQTT_PUBLISH), 0);
+  ASSERT_EQ(cm_mqtt_props_check(cm_str_n(ab, 3), CM_MQTT_CONNECT), -CM_MQTT_E_PROP_ALLOWED);
+  ASSERT_EQ(cm_mqtt_props_check(cm_str_n(ab, 3), 0), -CM_MQTT_E_PROP_ALLOWED);
+  ASSERT_EQ(cm_mqtt_props_check(cm_str_n(ab, 2), CM_MQTT_PUBLISH), -CM_MQTT_E_PROPS);
+  ASSERT_EQ(cm_mqtt_props_check(cm_str_n(wb, (size_t) wn), 0), 0);
+  ASSERT_EQ(cm_mqtt_props_check(cm_str_n(NULL, 0), CM_MQTT_PINGREQ), 0);
+  ASSERT_EQ(cm_mqtt_props_check(cm_str_n(ab, 3), 16), -CM_MQTT_E_PROP_ALLOWED);
+  alias.iv = 0;
+  cm_mqtt_props_encode(&alias, 1, ab, sizeof(ab));
+  ASSERT_EQ(cm_mqtt_props_check(cm_str_n(ab, 3), CM_MQTT_PUBLISH), -CM_MQTT_E_PROP_VALUE);
   struct cm_mqtt_prop unknown = {.id = 0x7f};
   ASSERT_EQ(cm_mqtt_props_encode(&unknown, 1, NULL, 0), -CM_EINVAL);
 }

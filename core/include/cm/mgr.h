@@ -73,6 +73,7 @@ struct cm_mgr {
   char *scratch;                /* CM_SCRATCH_SIZE bytes for reads (lazily allocated) */
   bool in_poll;                 /* inside cm_mgr_poll: guards re-entry */
   bool wakeup_fired;            /* the wakeup eventfd fired in this iteration */
+  uint16_t mqtt_id;             /* last MQTT packet id handed out (mqtt.c), 0 before the first */
 };
 
 /* Initialise `mgr` (caller-owned memory).  Returns 0, or a negative CM_E*

@@ -235,6 +235,11 @@ size_t cm_mqtt_next_prop(struct cm_str props, size_t ofs, struct cm_mqtt_prop *p
  * filling *s, or 0 at the end (or for any other packet type). */
 size_t cm_mqtt_next_sub(const struct cm_mqtt_msg *m, size_t ofs, struct cm_mqtt_sub *s);
 
+/* Check a property block as the parser checks the blocks it reads: for
+ * packet type `cmd` (CM_MQTT_*), or 0 for the will properties of CONNECT.
+ * Returns 0, or -CM_MQTT_E_* (PROPS, UTF8, PROP_ALLOWED, PROP_DUP,
+ * PROP_VALUE).  For a block an application built before sending it. */
+int cm_mqtt_props_check(struct cm_str props, int cmd);
 /* Encode `n` properties into buf[0..size) as a property block (without its
  * length prefix, which the writers add), ready for m->props.  The type of
  * each comes from its id (p->type is ignored).  Returns the block's length;
@@ -256,6 +261,85 @@ long cm_mqtt_encode(const struct cm_mqtt_msg *m, int version, char *buf, size_t 
 /* cm_mqtt_encode() appended to `io`.  Returns 0, or a negative CM_E* code
  * (-CM_EINVAL, -CM_EFULL, -CM_ENOMEM) with nothing appended. */
 int cm_mqtt_write(struct cm_iobuf *io, const struct cm_mqtt_msg *m, int version);
+
+/* ---- mqtt.c: the client and the raw listener ------------------------------
+ *
+ * The protocol handler (cm_mqtt_handler) cuts c->recv into packets and
+ * fires, for every complete packet, CM_EV_MQTT_CMD (struct cm_mqtt_msg *,
+ * slices into c->recv valid during the event).  Before that CMD event:
+ *  - CONNACK fires CM_EV_MQTT_OPEN (const int *: the return / reason
+ *    code); a non-zero code closes the connection after the CMD event;
+ *  - PUBLISH fires CM_EV_MQTT_MSG, after its acknowledgement is queued:
+ *    PUBACK for QoS 1, PUBREC for QoS 2 (§4.3).
+ * A PUBREC received is answered with PUBREL, a PUBREL with PUBCOMP.  A
+ * packet the codec refuses fails the connection: CM_EV_ERROR with
+ * "MQTT: <reason>", then it closes.  Nothing else is automatic: no
+ * PINGREQ, no retransmission, no keep-alive enforcement.
+ *
+ * On an accepted connection (cm_mqtt_listen) the version is 3.1.1 until a
+ * CONNECT says otherwise; the application plays the broker (it answers
+ * CONNECT with a CONNACK it sends itself). */
+
+struct cm_mgr;
+struct cm_conn;
+
+/* What CONNECT carries (§3.1).  Zero-initialise, then set what you need. */
+struct cm_mqtt_opts {
+  uint8_t version;          /* CM_MQTT_V311 (also for 0), CM_MQTT_V5 or CM_MQTT_V31 */
+  bool clean;               /* Clean Session / Clean Start */
+  uint16_t keepalive;       /* seconds, sent as is (nothing pings for you) */
+  struct cm_str client_id;  /* empty: 20 random alphanumerics */
+  struct cm_str username;   /* sent when not empty */
+  struct cm_str password;   /* sent when not empty */
+  struct cm_str will_topic; /* a will is sent when not empty */
+  struct cm_str will_message;
+  uint8_t will_qos;
+  bool will_retain;
+  struct cm_str props;      /* MQTT 5 CONNECT properties (cm_mqtt_props_encode) */
+  struct cm_str will_props; /* MQTT 5 will properties */
+};
+
+/* Connect to an MQTT broker at `url` ("mqtt://host:port"; 1883 when no
+ * port is given) as cm_connect() does, and queue CONNECT at once: it goes
+ * out as soon as the connection is established.  Returns NULL for errors
+ * found at once (those of cm_connect, or options CONNECT cannot carry: a
+ * QoS over 2, a field over 65,535 bytes, a password without a user name
+ * before MQTT 5). */
+struct cm_conn *cm_mqtt_connect(struct cm_mgr *mgr, const char *url, const struct cm_mqtt_opts *opts,
+                                cm_handler_fn fn, void *fn_data);
+/* Listen for MQTT clients on `url` ("mqtt://host:port"): every accepted
+ * connection gets the protocol handler.  Not a broker.  Same contract as
+ * cm_listen(). */
+struct cm_conn *cm_mqtt_listen(struct cm_mgr *mgr, const char *url, cm_handler_fn fn, void *fn_data);
+/* The protocol handler, for setting c->pfn by hand. */
+void cm_mqtt_handler(struct cm_conn *c, int ev, void *ev_data);
+/* The version packets on `c` are encoded and parsed with: the client's,
+ * the CONNECT's on an accepted connection, 3.1.1 on any other connection. */
+int cm_mqtt_version(const struct cm_conn *c);
+
+/* The senders encode with cm_mqtt_version(c) and queue the packet with
+ * cm_send(), on any connection (on one that is not MQTT they write the
+ * bytes all the same).  They return false when nothing was queued
+ * (closing, over the send limit, or a packet that cannot be encoded). */
+
+/* Queue `m` as it is. */
+bool cm_mqtt_send(struct cm_conn *c, const struct cm_mqtt_msg *m);
+/* The next packet id of the manager: one counter for every connection,
+ * 1..65535, wrapping past 0 (§2.2.1). */
+uint16_t cm_mqtt_next_id(struct cm_mgr *mgr);
+/* PUBLISH.  QoS 1 and 2 take a packet id from cm_mqtt_next_id(), stored
+ * in *id (when not NULL; 0 for QoS 0 and on failure).  `props`: MQTT 5
+ * properties, ignored before 5.  Nothing is retransmitted. */
+bool cm_mqtt_pub(struct cm_conn *c, struct cm_str topic, struct cm_str data, int qos, bool retain,
+                 struct cm_str props, uint16_t *id);
+/* SUBSCRIBE to one filter with maximum QoS `qos`; *id as cm_mqtt_pub. */
+bool cm_mqtt_sub(struct cm_conn *c, struct cm_str topic, int qos, struct cm_str props, uint16_t *id);
+/* UNSUBSCRIBE from one filter; *id as cm_mqtt_pub. */
+bool cm_mqtt_unsub(struct cm_conn *c, struct cm_str topic, struct cm_str props, uint16_t *id);
+/* PINGREQ, PINGRESP, DISCONNECT (which does not close: the broker does). */
+bool cm_mqtt_ping(struct cm_conn *c);
+bool cm_mqtt_pong(struct cm_conn *c);
+bool cm_mqtt_disconnect(struct cm_conn *c);
 
 #ifdef __cplusplus
 }
