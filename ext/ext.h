@@ -89,6 +89,7 @@ typedef struct {
   bool silent;                         /* tearing down from dealloc/GC: no Python */
   volatile bool stop_run;              /* run(): set by the signal handler */
   PyObject *weakreflist;               /* weak references to us */
+  struct ext_broker *broker;           /* its MQTT broker, or NULL (mqtt_broker.c) */
 } ManagerObject;
 
 /* Connection: one object per core connection for its whole life, made when
@@ -169,6 +170,10 @@ extern PyMethodDef http_connection_methods[]; /* http.c */
 extern PyMethodDef mqtt_connection_methods[]; /* mqtt.c */
 extern PyMethodDef mqtt_manager_methods[];    /* mqtt.c */
 extern PyMethodDef manager_methods[];         /* manager.c */
+
+/* mqtt_broker.c: the built-in broker's methods. */
+extern PyMethodDef mqtt_broker_connection_methods[];
+extern PyMethodDef mqtt_broker_manager_methods[];
 
 /* util.c */
 extern PyMethodDef util_methods[];
@@ -261,6 +266,12 @@ int ext_headers_add(struct ext_buf *b, PyObject *headers, bool skip_ct, bool *an
 
 /* mqtt.c: MqttMessage_spec (views are made by manager.c). */
 extern PyType_Spec MqttMessage_spec;
+
+/* mqtt_broker.c */
+/* Free the manager's broker (saving it), before the core goes. */
+void mqtt_broker_teardown(ManagerObject *m);
+/* Visit what the broker holds (its hooks), for the manager's tp_traverse. */
+int mqtt_broker_traverse(ManagerObject *m, visitproc visit, void *arg);
 
 /* timer.c */
 PyObject *timer_start(ManagerObject *m, uint64_t ms, PyObject *callback, unsigned flags);

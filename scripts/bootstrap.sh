@@ -22,7 +22,7 @@ REQ=requirements-dev.txt
 
 # Debian packages per profile.  Add a package to the profile that needs it;
 # the make target that needs it passes the profile.
-APT_BASE=(gcc libc6-dev make pkg-config libssl-dev curl)
+APT_BASE=(gcc libc6-dev make pkg-config libssl-dev curl mosquitto mosquitto-clients)
 APT_LINT=(clang-format)
 APT_FUZZ=(clang libclang-rt-14-dev) # libFuzzer is only a Recommends of clang
 
