@@ -6,7 +6,7 @@
 #
 #   default tests  tests/py/test_http_server.py test_wakeup*.py test_timer.py
 #                  test_http_badinput.py test_http_static.py test_http_client.py
-#                  test_http_limits.py
+#                  test_http_limits.py test_mqtt_broker.py test_mqtt_interop.py
 #                  test_abuse.py  (PYTEST_ARGS replace the list)
 #   ASAN_VENV      venv of the sanitized build (default build/venv-asan)
 #   ASAN_BUILD     meson build dir (default build/asan-ext; kept, so a second
@@ -81,7 +81,8 @@ say "extension: $ext (libasan, libubsan)"
 if [[ $# -eq 0 ]]; then
   set -- tests/py/test_http_server.py tests/py/test_wakeup*.py tests/py/test_timer.py \
     tests/py/test_abuse.py tests/py/test_http_badinput.py tests/py/test_http_static.py \
-    tests/py/test_http_client.py tests/py/test_http_limits.py
+    tests/py/test_http_client.py tests/py/test_http_limits.py \
+    tests/py/test_mqtt_broker.py tests/py/test_mqtt_interop.py
 fi
 say "pytest $*"
 start=$SECONDS

@@ -58,8 +58,9 @@ class OurBroker:
 
     name = "cymongoose"
 
-    def __init__(self, **opts: Any) -> None:
-        self.mgr = Manager()
+    def __init__(self, error_handler: Callable[[BaseException], None] | None = None,
+                 **opts: Any) -> None:
+        self.mgr = Manager(error_handler=error_handler)
         self.published: list[tuple[str, bytes, int]] = []
         self.opened = self.closed = 0
         opts.setdefault("acl", deny_nosubscribe)
