@@ -910,6 +910,17 @@ def targets(run: Run) -> list[str]:
     ]
 
 
+MQTT_BEGIN = "<!-- mqtt-broker:begin (bench/mqtt_broker_bench.py writes this section) -->"
+MQTT_END = "<!-- mqtt-broker:end -->"
+
+
+def kept_block(path: Path, begin: str, end: str) -> str:
+    """The section between `begin` and `end` of the old file, markers included, or ""."""
+    text = path.read_text() if path.exists() else ""
+    i, j = text.find(begin), text.find(end)
+    return text[i : j + len(end)] if 0 <= i < j else ""
+
+
 def kept_profile(path: Path) -> str:
     if path.exists():
         text = path.read_text()
@@ -1024,6 +1035,9 @@ def write_report(run: Run, machine: dict, vers: dict, started_at: str, seconds: 
     if run.errors:
         lines += ["## Errors in this run", "", *(f"- {e.splitlines()[0]}" for e in run.errors), ""]
     lines += [profile, ""]
+    mqtt = kept_block(out_path, MQTT_BEGIN, MQTT_END)  # bench/mqtt_broker_bench.py's section
+    if mqtt:
+        lines += [mqtt, ""]
     out_path.write_text("\n".join(lines))
     log(f"wrote {out_path}")
 
