@@ -1009,6 +1009,10 @@ def targets(run: Run) -> list[str]:
     ]
 
 
+MQTT_BEGIN = "<!-- mqtt-broker:begin (bench/mqtt_broker_bench.py writes this section) -->"
+MQTT_END = "<!-- mqtt-broker:end -->"
+
+
 def kept_block(path: Path, begin: str, end: str) -> str:
     text = path.read_text() if path.exists() else ""
     i, j = text.find(begin), text.find(end)
@@ -1156,6 +1160,9 @@ def write_report(run: Run, machine: dict, vers: dict, started_at: str, seconds: 
     ws = kept_ws(out_path)  # bench/ws_bench.py's section, kept as it is
     if ws:
         lines += [ws, ""]
+    mqtt = kept_block(out_path, MQTT_BEGIN, MQTT_END)  # bench/mqtt_broker_bench.py's section
+    if mqtt:
+        lines += [mqtt, ""]
     out_path.write_text("\n".join(lines))
     log(f"wrote {out_path}")
 

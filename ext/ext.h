@@ -91,6 +91,7 @@ typedef struct {
   bool silent;                         /* tearing down from dealloc/GC: no Python */
   volatile bool stop_run;              /* run(): set by the signal handler */
   PyObject *weakreflist;               /* weak references to us */
+  struct ext_broker *broker;           /* its MQTT broker, or NULL (mqtt_broker.c) */
 } ManagerObject;
 
 /* Connection: one object per core connection for its whole life, made when
@@ -194,6 +195,10 @@ extern PyMethodDef sntp_manager_methods[];    /* sntp.c */
 /* http_response.c: Connection.http_response(), the WSGI/ASGI writer */
 extern PyMethodDef http_response_connection_methods[];
 
+/* mqtt_broker.c: the built-in broker's methods. */
+extern PyMethodDef mqtt_broker_connection_methods[];
+extern PyMethodDef mqtt_broker_manager_methods[];
+
 /* util.c */
 extern PyMethodDef util_methods[];
 /* Fill `d` from a str or bytes-like object; TypeError naming `what` else. */
@@ -291,6 +296,12 @@ extern PyType_Spec WsMessage_spec;
 int ext_ws_opts(PyObject *max_message, PyObject *deflate, struct cm_ws_opts *o, bool *given);
 /* mqtt.c: MqttMessage_spec (views are made by manager.c). */
 extern PyType_Spec MqttMessage_spec;
+
+/* mqtt_broker.c */
+/* Free the manager's broker (saving it), before the core goes. */
+void mqtt_broker_teardown(ManagerObject *m);
+/* Visit what the broker holds (its hooks), for the manager's tp_traverse. */
+int mqtt_broker_traverse(ManagerObject *m, visitproc visit, void *arg);
 
 /* timer.c */
 PyObject *timer_start(ManagerObject *m, uint64_t ms, PyObject *callback, unsigned flags);

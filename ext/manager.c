@@ -463,6 +463,7 @@ static PyObject *manager_poll(ManagerObject *self, PyObject *args, PyObject *kwa
 static void teardown(ManagerObject *self) {
   self->closed = true; /* from here listen/connect/timer_add refuse */
   timers_stop_all(self);
+  mqtt_broker_teardown(self); /* saves, and closes its clients without their wills */
   cm_mgr_free(&self->mgr);
 }
 
@@ -921,6 +922,7 @@ static int manager_traverse(ManagerObject *self, visitproc visit, void *arg) {
   for (int k = 0; k < VIEW_KINDS; k++) Py_VISIT(self->spare[k]);
   for (TimerObject *t = self->timers; t != NULL; t = t->next) Py_VISIT((PyObject *) t);
   for (TimerObject *t = self->cancels; t != NULL; t = t->next_cancel) Py_VISIT((PyObject *) t);
+  if (mqtt_broker_traverse(self, visit, arg) != 0) return 1;
   /* What c->userdata owns (objects, handlers): a handler closure that refers
    * to the manager makes a cycle through them.  Empty after teardown. */
   for (struct cm_conn *c = self->mgr.conns; c != NULL; c = c->next) {

@@ -81,11 +81,11 @@ static int add_type(PyObject *m, PyObject *all, PyType_Spec *spec, PyTypeObject 
 /* Each type's methods: its own file's table, then one per protocol file
  * (ext.h).  A protocol adds its table here, and nowhere else. */
 static PyMethodDef *const connection_tables[] = {
-    connection_methods,     http_connection_methods, http_response_connection_methods,
-    tls_connection_methods, sntp_connection_methods, ws_connection_methods,
-    mqtt_connection_methods};
+    connection_methods,      http_connection_methods,       http_response_connection_methods,
+    tls_connection_methods,  sntp_connection_methods,       ws_connection_methods,
+    mqtt_connection_methods, mqtt_broker_connection_methods};
 static PyMethodDef *const manager_tables[] = {manager_methods, sntp_manager_methods, ws_manager_methods,
-                                              mqtt_manager_methods};
+                                              mqtt_manager_methods, mqtt_broker_manager_methods};
 
 /* One NULL-terminated table joining `n` tables, made once per process
  * (`*joined` keeps it: the type keeps pointers into it for its lifetime,

@@ -14,6 +14,7 @@
 #include "cm/log.h"
 #include "cm/mgr.h"
 #include "cm/mqtt.h"
+#include "cm/mqtt_broker.h"
 #include "cm/resolve.h"
 #include "cm/sntp.h"
 #include "cm/timer.h"

@@ -180,4 +180,20 @@ long cm__ws_z_deflate(struct cm__ws_z *z, const void *data, size_t len, struct c
  * `max` bytes.  0, or CM__WS_Z_*. */
 int cm__ws_z_inflate(struct cm__ws_z *z, struct cm_str in, struct cm_iobuf *out, uint64_t max);
 
+/* mqtt_broker.c, mqtt_deliver.c, mqtt_broker_ws.c: the broker's inside
+ * (cm/mqtt_broker.h). */
+bool cm__mqtt_out(struct cm_mqtt_bconn *bc, const struct cm_mqtt_msg *m); /* send one packet */
+bool cm__mqtt_ws_out(struct cm_mqtt_bconn *bc, const struct cm_mqtt_msg *m, int version);
+void cm__mqtt_input(struct cm_mqtt_bconn *bc, struct cm_iobuf *in); /* parse and handle packets */
+void cm__mqtt_pump(struct cm_mqtt_bconn *bc);   /* send queued deliveries while there is room */
+void cm__mqtt_resend(struct cm_mqtt_bconn *bc); /* a resumed session: in-flight ones again */
+/* Retain and fan out `m`; `from` is the publisher (NULL: the broker). */
+void cm__mqtt_route(struct cm_mqtt_broker *b, struct cm_mqtt_stored *m,
+                    const struct cm_mqtt_subscriber *from);
+void cm__mqtt_send_retained(struct cm_mqtt_bconn *bc, struct cm_str filter, int qos);
+/* A stored message of a PUBLISH or will, with the properties that are
+ * forwarded (no Topic Alias, Subscription Identifier, Will Delay). */
+struct cm_mqtt_stored *cm__mqtt_stored_from(struct cm_str topic, struct cm_str data, struct cm_str props,
+                                            int qos, bool retain);
+
 #endif /* CM_INTERNAL_H */

@@ -332,6 +332,13 @@ class Connection:
     def mqtt_pong(self) -> None: ...
     def mqtt_disconnect(self) -> None:
         """Send DISCONNECT; the connection stays open until the peer closes it."""
+    def mqtt_broker_stats(self) -> dict[str, int]:
+        """Counters of the MQTT broker this listener or client belongs to: clients,
+        sessions, subscriptions, retained, messages_in, messages_out, dropped, connects."""
+    def mqtt_broker_publish(
+        self, topic: str, message: str | Buffer, qos: int = 0, retain: bool = False
+    ) -> None:
+        """Publish from the broker itself to its subscribers (no acl)."""
     def close(self) -> None: ...
     def drain(self) -> None: ...
     def error(self, message: str, /) -> None: ...
@@ -480,6 +487,19 @@ class Manager:
         or ``key`` + ``val``)."""
     def mqtt_listen(self, url: str, handler: _Handler | None = None) -> Connection:
         """Listen for MQTT clients; the handler answers them (not a broker)."""
+    def mqtt_broker(
+        self,
+        url: str = "mqtt://0.0.0.0:1883",
+        *,
+        handler: _Handler | None = None,
+        persist: str | bytes | PathLike[str] | PathLike[bytes] | None = None,
+        auth: Callable[[str, str | None, str | None], bool] | None = None,
+        acl: Callable[[str, str | None, str, bool], bool] | None = None,
+        max_inflight: int = 20,
+        max_queued: int = 1000,
+    ) -> Connection:
+        """Serve MQTT 3.1.1 and 5 clients with this Manager's one built-in broker;
+        returns the listener.  Later calls add listeners to the same broker."""
     def wakeup(self, connection_id: int, data: bytes = b"") -> bool: ...
     def timer_add(
         self,
