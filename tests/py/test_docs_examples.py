@@ -15,8 +15,8 @@ from __future__ import annotations
 import http.server
 import os
 import re
+import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,7 +36,8 @@ DOCS = ROOT / "docs"
 RUN_TIMEOUT = 30.0  # one program, or one console command
 START_TIMEOUT = 30.0  # a server's ports accepting
 STOP_GRACE = 0.2  # before SIGINT, for a server that stops by itself
-PORT_RE = re.compile(r"(127\.0\.0\.1|localhost|0\.0\.0\.0|\[::1?\]):(\d{4,5})\b")
+# A port after a loopback host: "127.0.0.1:8000" in URLs, ('127.0.0.1', 8000) in Python.
+PORT_RE = re.compile(r"""(127\.0\.0\.1|localhost|0\.0\.0\.0|\[::1?\])(:|['"],\s*)(\d{4,5})\b""")
 LISTEN_RE = re.compile(r"""listen\(\s*(?:f?["'])(?:http|tcp|ws|mqtt)://[^"']*?:(\d{4,5})\b""")
 
 EXAMPLES = [ex for md in sorted(DOCS.rglob("*.md")) for ex in check_snippets.examples(md)]
@@ -61,27 +62,38 @@ def test_markers_are_valid():
 def port_map(*texts: str) -> dict[str, str]:
     ports: dict[str, str] = {}
     for text in texts:
-        for _, p in PORT_RE.findall(text):
+        for _, _, p in PORT_RE.findall(text):
             if p not in ports:
                 ports[p] = str(free_port())
     return ports
 
 
 def substitute(text: str, ports: dict[str, str]) -> str:
-    return PORT_RE.sub(lambda m: f"{m.group(1)}:{ports.get(m.group(2), m.group(2))}", text)
+    return PORT_RE.sub(lambda m: m.group(1) + m.group(2) + ports.get(m.group(3), m.group(3)), text)
 
 
 def matches(expected: str, actual: str) -> bool:
     """Line-wise equality, trailing blanks ignored; `...` matches any text."""
     def norm(s: str) -> str:
-        return "\n".join(line.rstrip() for line in s.strip("\n").splitlines())
+        return "\n".join(line.rstrip() for line in s.splitlines()).strip("\n")
 
     pattern = ".*?".join(re.escape(part) for part in norm(expected).split("..."))
     return re.fullmatch(pattern, norm(actual), re.S) is not None
 
 
+def incomplete(cmd: list[str]) -> bool:
+    """A command goes on past a trailing backslash or an open quote."""
+    if cmd[-1].endswith("\\"):
+        return True
+    try:
+        shlex.split("\n".join(cmd))
+    except ValueError:
+        return True
+    return False
+
+
 def console_session(text: str) -> list[tuple[str, str]]:
-    """`$ command` lines (with `\\` continuations) and the output under each."""
+    """`$ command` lines (with continuations) and the output under each."""
     session: list[tuple[str, str]] = []
     cmd: list[str] = []
     out: list[str] = []
@@ -89,12 +101,12 @@ def console_session(text: str) -> list[tuple[str, str]]:
     for line in text.splitlines():
         if continuing:
             cmd.append(line)
-            continuing = line.endswith("\\")
+            continuing = incomplete(cmd)
         elif line.startswith("$ "):
             if cmd:
                 session.append(("\n".join(cmd), "\n".join(out)))
             cmd, out = [line[2:]], []
-            continuing = line.endswith("\\")
+            continuing = incomplete(cmd)
         else:
             out.append(line)
     if cmd:
@@ -244,7 +256,8 @@ def test_port_placeholders_are_replaced():
     assert list(ports) == ["8000"]
     got = substitute('listen("http://127.0.0.1:8000"); connect("tcp://[::1]:8000")', ports)
     assert "8000" not in got
-    assert socket.inet_aton("127.0.0.1")
+    got = substitute("connect(('127.0.0.1', 8000))", ports)
+    assert got == f"connect(('127.0.0.1', {ports['8000']}))"
 
 
 def test_output_matching():
@@ -253,3 +266,5 @@ def test_output_matching():
     assert not matches("a\nb", "a\nc")
     assert console_session("$ echo 1 \\\n  2\n1 2\n$ true\n") == [("echo 1 \\\n  2", "1 2"),
                                                                   ("true", "")]
+    assert console_session("$ python3 -c \"\nprint(1)\n\"\n1\n") == [
+        ("python3 -c \"\nprint(1)\n\"", "1")]
