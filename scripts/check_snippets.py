@@ -16,7 +16,8 @@ For a ```python block, KIND says how it runs (no marker: `program`):
              marked `<!-- example: output -->`, is what it must print.
 - `server`   started as a script; once its ports accept connections, the ```console
              block that follows it is run: each `$ command` line, whose output must be
-             the lines under it; then SIGINT, and it must exit 0.
+             the lines under it; then SIGINT, and it must exit 0 (having printed the
+             `output` block after the console block, if there is one).
 - `client`   like `program`, with a small HTTP server of the test's on its port
              (GET: `hello from the test server`, POST: the body echoed).
 - `fragment` part of a program on purpose: only compiled.

@@ -249,6 +249,9 @@ def run_server(ex, script: Path, ports: dict[str, str], tmp_path: Path) -> None:
         out, err = o.decode(errors="replace"), e.decode(errors="replace")
     assert proc.returncode == 0, f"{where}: exit {proc.returncode} after SIGINT\n{out}\n{err}"
     _assert_clean(where, out, err)
+    if ex.output is not None:
+        assert matches(substitute(ex.output.code, ports), out), \
+            f"{where} printed\n{out}\nthe page shows\n{ex.output.code}"
 
 
 def test_port_placeholders_are_replaced():
