@@ -11,6 +11,8 @@
 - The constants tables: ``<!-- constants-table -->`` in a page becomes the names
   and values of the int constants of ``cymongoose.__all__``, read from the
   installed package, so a value shown can never differ from the code.
+- The benchmark results: ``<!-- bench-results -->`` becomes bench/RESULTS.md (what
+  `make bench` last wrote) without its title, each heading one level down.
 - Names no page lists yet: ``<!-- api: unlisted -->`` becomes a ``:::`` reference
   entry for each public name that no docs/reference page names (a feature that
   just landed), so every public name is on the site (scripts/docs_api.py).
@@ -77,11 +79,29 @@ def on_page_markdown(markdown, page, config, files, **kwargs):
     try:
         if "<!-- constants-table -->" in markdown:
             markdown = markdown.replace("<!-- constants-table -->", docs_api.constants_tables())
+        if "<!-- bench-results -->" in markdown:
+            markdown = markdown.replace("<!-- bench-results -->", bench_results())
         if "<!-- api: unlisted -->" in markdown:
             markdown = markdown.replace("<!-- api: unlisted -->", unlisted_section())
     except ValueError as exc:
         raise PluginError(f"{page.file.src_path}: {exc}") from exc
     return markdown
+
+
+def bench_results() -> str:
+    path = Path(__file__).resolve().parents[1] / "bench" / "RESULTS.md"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or not lines[0].startswith("# "):
+        raise ValueError(f"{path} does not start with its title")
+    out = []
+    in_code = False
+    for line in lines[1:]:
+        if line.startswith("```"):
+            in_code = not in_code
+        if not in_code and re.match(r"#{1,5} ", line):
+            line = "#" + line
+        out.append(line)
+    return "\n".join(out)
 
 
 def unlisted_section() -> str:
