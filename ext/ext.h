@@ -49,6 +49,14 @@ static inline cm_state *get_state_by_type(PyTypeObject *tp) {
 
 typedef struct TimerObject TimerObject;
 
+/* The message views (HttpMessage; WsMessage and MqttMessage as they come)
+ * are made and invalidated by one mechanism in manager.c: a view borrows the
+ * core message of its event and is invalid (msg NULL) once the handler
+ * returns; a view nobody kept is reused for the next event of its kind, so
+ * a message costs no allocation.  Each kind has its type in cm_state (see
+ * view_type() in manager.c). */
+enum view_kind { VIEW_NONE, VIEW_HTTP, VIEW_KINDS };
+
 /* Handlers other than the default whose event masks a manager remembers:
  * one per listener with a handler of its own is typical. */
 #define SEEN_HANDLERS 4
@@ -68,7 +76,7 @@ typedef struct {
   uint64_t seen_events[SEEN_HANDLERS]; /* ... and their events (see handler_events) */
   unsigned seen_next;                  /* the slot to replace next */
   uint64_t default_events;             /* events of `handler` */
-  PyObject *spare_view;                /* an invalid HttpMessage kept for the next event (strong) */
+  PyObject *spare[VIEW_KINDS];         /* an invalid view of each kind, kept for reuse (strong) */
   TimerObject *timers;                 /* running timers; each link holds a reference */
   TimerObject *cancels;                /* Timer.cancel() queue; each link holds a reference */
   struct cm_wakeup *wakeup;            /* our reference to the wakeup channel, or NULL */
@@ -94,11 +102,18 @@ typedef struct {
   PyObject *weakreflist; /* weak references to us */
 } ConnectionObject;
 
-/* HttpMessage: a view of a core message, valid only during its event. */
+/* What every view starts with. */
+typedef struct {
+  PyObject ob_base; /* PyObject_HEAD */
+  const void *msg;  /* borrowed from the event; NULL when invalid */
+} ViewObject;
+
+/* HttpMessage: a view of a struct cm_http_msg (the layout of ViewObject). */
 typedef struct {
   PyObject ob_base;             /* PyObject_HEAD */
   const struct cm_http_msg *hm; /* borrowed from the event; NULL when invalid */
 } HttpMessageObject;
+_Static_assert(offsetof(HttpMessageObject, hm) == offsetof(ViewObject, msg), "a view starts like ViewObject");
 
 /* Timer: embeds the core timer, so the object must outlive its scheduling:
  * while it runs, the manager's `timers` list holds a reference to it. */
@@ -121,6 +136,14 @@ typedef struct {
   Py_buffer view; /* used when view.obj != NULL */
 } ext_data;
 
+/* A growing byte buffer (header blocks and the like); typical contents fit
+ * in the inline part, so most uses allocate nothing. */
+struct ext_buf {
+  char *p;              /* inline_buf or PyMem memory */
+  size_t len, cap;      /* bytes used / available at p */
+  char inline_buf[512]; /* the first 512 bytes */
+};
+
 /* A PyMethodDef's function and flags for f(self, args, kwargs). */
 #define KW_METHOD(f) (PyCFunction)(void (*)(void))(f), METH_VARARGS | METH_KEYWORDS
 /* A hot method taking vectorcall arguments (see ext_args). */
@@ -129,11 +152,35 @@ typedef struct {
 /* module.c */
 extern PyType_Spec Manager_spec, Connection_spec, HttpMessage_spec, Timer_spec;
 
+/* Method tables (NULL-terminated).  Each protocol file adds its methods to
+ * Connection and Manager in a table of its own, and module.c joins the
+ * tables (connection_tables, manager_tables) into the types, so no file
+ * has to know every protocol. */
+extern PyMethodDef connection_methods[];      /* connection.c: every connection */
+extern PyMethodDef http_connection_methods[]; /* http.c */
+extern PyMethodDef manager_methods[];         /* manager.c */
+
 /* util.c */
 extern PyMethodDef util_methods[];
 /* Fill `d` from a str or bytes-like object; TypeError naming `what` else. */
 int ext_data_get(PyObject *obj, ext_data *d, const char *what);
 void ext_data_release(ext_data *d);
+void ext_buf_init(struct ext_buf *b);
+void ext_buf_free(struct ext_buf *b);
+/* Make room for `n` more bytes; -1 with MemoryError. */
+int ext_buf_reserve(struct ext_buf *b, size_t n);
+/* Append `n` bytes; -1 with MemoryError. */
+int ext_buf_add(struct ext_buf *b, const char *s, size_t n);
+/* True if the `n` bytes hold a CR, LF or NUL (header injection). */
+bool ext_has_crlf_nul(const char *s, Py_ssize_t n);
+/* An optional str argument as UTF-8 without NULs: *out is NULL (and *len
+ * 0) when `obj` is NULL or "".  TypeError naming `what` if not a str,
+ * ValueError for an embedded NUL.  `len` may be NULL. */
+int ext_opt_text(PyObject *obj, const char *what, const char **out, Py_ssize_t *len);
+/* An optional path argument (str, bytes or os.PathLike, as open() takes):
+ * *keep gets the encoded bytes object (the caller releases it), *out its
+ * text; both NULL when absent or empty. */
+int ext_opt_path(PyObject *obj, PyObject **keep, const char **out);
 /* A Python int as a C int (OverflowError outside its range). */
 int ext_as_int(PyObject *obj, int *out);
 /* `module.name`, imported on first use and kept in `*slot` (a module-state
@@ -167,10 +214,30 @@ void manager_update_events(ManagerObject *m, ConnectionObject *conn);
 ConnectionObject *connection_new(cm_state *st, struct cm_conn *c);
 /* The core connection is gone: the object keeps only safe defaults. */
 void connection_detach(ConnectionObject *conn);
+/* The core connection of `self`, or NULL with
+ * RuntimeError("Connection has been closed"). */
+struct cm_conn *connection_live(ConnectionObject *self);
+/* Hand the bytes of `data` (str as UTF-8, or bytes-like) to `put`
+ * (cm_send, cm_http_chunk, ...): None, or NULL with RuntimeError(`failed`)
+ * if it refuses them; a closing connection takes and drops them. */
+PyObject *connection_put(ConnectionObject *self, PyObject *data,
+                         bool (*put)(struct cm_conn *, const void *, size_t), const char *failed);
+/* Around a core call that may fire events synchronously (cm_error, a
+ * resolved literal, an upgrade): our handlers then run inside it.  Hold
+ * the manager so a handler dropping the last reference cannot free it
+ * under the core; release re-raises a handler's BaseException when no
+ * poll() will (-1 with it set, else 0). */
+ManagerObject *ext_hold_manager(struct cm_conn *c);
+int ext_release_manager(ManagerObject *m);
 
-/* message.c */
-PyObject *http_message_new(cm_state *st, const struct cm_http_msg *hm);
-void http_message_invalidate(PyObject *view);
+/* http.c */
+/* Append "name: value\r\n" for each item of the dict `headers`, checked as
+ * SPEC 1.5 says (CR, LF or NUL -> ValueError with its texts; TypeError if
+ * not a dict).  With `skip_ct`, a Content-Type item is left out; *any_ct
+ * tells whether one was given.  -1 with an exception set. */
+int ext_headers_add(struct ext_buf *b, PyObject *headers, bool skip_ct, bool *any_ct);
+
+/* message.c: HttpMessage_spec (views are made by manager.c). */
 
 /* timer.c */
 PyObject *timer_start(ManagerObject *m, uint64_t ms, PyObject *callback, unsigned flags);

@@ -150,9 +150,42 @@ static void on_sleep(struct cm_mgr *mgr, bool sleeping, void *arg) {
   }
 }
 
-/* The `data` argument of an event (SPEC 1.3); *view tells the caller to
- * invalidate it after the handler returns. */
-static PyObject *event_data(ManagerObject *self, int ev, void *ev_data, bool *view) {
+/* The type of the views of `kind`. */
+static PyTypeObject *view_type(cm_state *st, int kind) {
+  switch (kind) {
+    case VIEW_HTTP: return st->HttpMessageType;
+    default: return NULL;
+  }
+}
+
+/* A view of `msg`: the spare one of its kind if any, else a new one. */
+static PyObject *view_get(ManagerObject *self, int kind, const void *msg) {
+  ViewObject *v = (ViewObject *) self->spare[kind];
+  if (v != NULL) {
+    self->spare[kind] = NULL; /* reuse: no allocation per message */
+  } else {
+    PyTypeObject *tp = view_type(self->state, kind);
+    v = (ViewObject *) tp->tp_alloc(tp, 0);
+    if (v == NULL) return NULL;
+  }
+  v->msg = msg;
+  return (PyObject *) v;
+}
+
+/* The handler returned: `data`, a view of `kind`, becomes invalid before
+ * anything else can run, and is kept for reuse if nobody else holds it. */
+static PyObject *view_done(ManagerObject *self, int kind, PyObject *data) {
+  ((ViewObject *) data)->msg = NULL;
+  if (Py_REFCNT(data) == 1 && self->spare[kind] == NULL) {
+    self->spare[kind] = data;
+    return NULL;
+  }
+  return data;
+}
+
+/* The `data` argument of an event (SPEC 1.3); *kind tells the caller that
+ * it is a view to invalidate after the handler returns. */
+static PyObject *event_data(ManagerObject *self, int ev, void *ev_data, int *kind) {
   switch (ev) {
     case CM_EV_ERROR: {
       const char *msg = ev_data != NULL ? ev_data : "";
@@ -162,14 +195,8 @@ static PyObject *event_data(ManagerObject *self, int ev, void *ev_data, bool *vi
     case CM_EV_HTTP_MSG:
     case CM_EV_WS_OPEN:
       if (ev_data == NULL) break;
-      *view = true;
-      if (self->spare_view != NULL) { /* reuse: no allocation per request */
-        PyObject *v = self->spare_view;
-        self->spare_view = NULL;
-        ((HttpMessageObject *) v)->hm = ev_data;
-        return v;
-      }
-      return http_message_new(self->state, ev_data);
+      *kind = VIEW_HTTP;
+      return view_get(self, VIEW_HTTP, ev_data);
     case CM_EV_WAKEUP: {
       const struct cm_str *s = ev_data;
       return PyBytes_FromStringAndSize(s != NULL && s->len > 0 ? s->buf : "",
@@ -280,8 +307,8 @@ static bool wants(ManagerObject *self, const struct cm_conn *c, int ev) {
 static void dispatch(ManagerObject *self, ConnectionObject *conn, int ev, void *ev_data) {
   PyObject *handler = conn->handler != NULL ? conn->handler : self->handler;
   if (handler == NULL) return; /* nobody listens: the event is dropped */
-  bool view = false;
-  PyObject *data = event_data(self, ev, ev_data, &view);
+  int kind = VIEW_NONE;
+  PyObject *data = event_data(self, ev, ev_data, &kind);
   PyObject *evobj = data != NULL ? PyLong_FromLong(ev) : NULL;
   PyObject *result = NULL;
   self->depth++;
@@ -294,14 +321,7 @@ static void dispatch(ManagerObject *self, ConnectionObject *conn, int ev, void *
     result = PyObject_Vectorcall(handler, argv + 1, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     Py_DECREF(handler);
   }
-  if (view && data != NULL) {
-    http_message_invalidate(data); /* before anything else can run */
-    /* Nobody kept it: keep it for the next message instead of freeing. */
-    if (Py_REFCNT(data) == 1 && self->spare_view == NULL) {
-      self->spare_view = data;
-      data = NULL;
-    }
-  }
+  if (kind != VIEW_NONE && data != NULL) data = view_done(self, kind, data);
   if (result == NULL) manager_handle_exception(self, true);
   self->depth--;
   Py_XDECREF(result);
@@ -791,7 +811,7 @@ static int manager_traverse(ManagerObject *self, visitproc visit, void *arg) {
   Py_VISIT(self->error_handler);
   Py_VISIT(self->pending_exc);
   for (unsigned i = 0; i < SEEN_HANDLERS; i++) Py_VISIT(self->seen[i]);
-  Py_VISIT(self->spare_view);
+  for (int k = 0; k < VIEW_KINDS; k++) Py_VISIT(self->spare[k]);
   for (TimerObject *t = self->timers; t != NULL; t = t->next) Py_VISIT((PyObject *) t);
   for (TimerObject *t = self->cancels; t != NULL; t = t->next_cancel) Py_VISIT((PyObject *) t);
   /* What c->userdata owns (objects, handlers): a handler closure that refers
@@ -813,7 +833,7 @@ static int manager_clear(ManagerObject *self) {
   Py_CLEAR(self->error_handler);
   Py_CLEAR(self->pending_exc);
   for (unsigned i = 0; i < SEEN_HANDLERS; i++) Py_CLEAR(self->seen[i]);
-  Py_CLEAR(self->spare_view);
+  for (int k = 0; k < VIEW_KINDS; k++) Py_CLEAR(self->spare[k]);
   return 0;
 }
 
@@ -829,7 +849,9 @@ static void manager_dealloc(ManagerObject *self) {
   Py_DECREF(tp);
 }
 
-static PyMethodDef manager_methods[] = {
+/* The methods of the loop itself; each protocol adds its own table (see
+ * manager_tables in module.c). */
+PyMethodDef manager_methods[] = {
     {"poll", KW_METHOD(manager_poll),
      "poll($self, /, timeout_ms=0)\n--\n\nRun one event-loop iteration (negative timeout: block)."},
     {"listen", KW_METHOD(manager_listen),
@@ -875,7 +897,7 @@ static PyType_Slot manager_slots[] = {
     {Py_tp_dealloc, manager_dealloc},
     {Py_tp_traverse, manager_traverse},
     {Py_tp_clear, manager_clear},
-    {Py_tp_methods, manager_methods},
+    {Py_tp_methods, NULL}, /* module.c: manager_methods joined with the protocols' */
     {Py_tp_getset, manager_getset},
     {Py_tp_members, manager_members},
     {0, NULL},

@@ -35,14 +35,6 @@ static const struct cm_http_header *find_header(const struct cm_http_msg *hm, st
   return NULL;
 }
 
-PyObject *http_message_new(cm_state *st, const struct cm_http_msg *hm) {
-  HttpMessageObject *self = (HttpMessageObject *) st->HttpMessageType->tp_alloc(st->HttpMessageType, 0);
-  if (self != NULL) self->hm = hm;
-  return (PyObject *) self;
-}
-
-void http_message_invalidate(PyObject *view) { ((HttpMessageObject *) view)->hm = NULL; }
-
 static void message_dealloc(HttpMessageObject *self) {
   PyTypeObject *tp = Py_TYPE(self);
   tp->tp_free(self);

@@ -78,6 +78,59 @@ static int add_type(PyObject *m, PyObject *all, PyType_Spec *spec, PyTypeObject 
   return add_public(m, all, dot != NULL ? dot + 1 : spec->name, tp);
 }
 
+/* Each type's methods: its own file's table, then one per protocol file
+ * (ext.h).  A protocol adds its table here, and nowhere else. */
+static PyMethodDef *const connection_tables[] = {connection_methods, http_connection_methods};
+static PyMethodDef *const manager_tables[] = {manager_methods};
+
+/* One NULL-terminated table joining `n` tables, made once per process
+ * (`*joined` keeps it: the type keeps pointers into it for its lifetime,
+ * and a second instance of the module shares it).  A name defined twice
+ * is a bug of ours, reported at import rather than shadowed silently. */
+static PyMethodDef *join_methods(PyMethodDef *const *tables, size_t n, PyMethodDef **joined) {
+  if (*joined != NULL) return *joined;
+  size_t total = 0;
+  for (size_t t = 0; t < n; t++) {
+    for (const PyMethodDef *d = tables[t]; d->ml_name != NULL; d++) total++;
+  }
+  PyMethodDef *out = PyMem_RawCalloc(total + 1, sizeof(*out));
+  if (out == NULL) {
+    PyErr_NoMemory();
+    return NULL;
+  }
+  size_t k = 0;
+  for (size_t t = 0; t < n; t++) {
+    for (const PyMethodDef *d = tables[t]; d->ml_name != NULL; d++) {
+      for (size_t i = 0; i < k; i++) {
+        if (strcmp(out[i].ml_name, d->ml_name) == 0) {
+          PyMem_RawFree(out);
+          PyErr_Format(PyExc_SystemError, "method %s defined twice", d->ml_name);
+          return NULL;
+        }
+      }
+      out[k++] = *d;
+    }
+  }
+  return *joined = out;
+}
+
+/* Point the Py_tp_methods slot of `spec` at the joined tables. */
+static int set_methods(PyType_Spec *spec, PyMethodDef *const *tables, size_t n, PyMethodDef **joined) {
+  PyMethodDef *methods = join_methods(tables, n, joined);
+  if (methods == NULL) return -1;
+  for (PyType_Slot *s = spec->slots; s->slot != 0; s++) {
+    if (s->slot == Py_tp_methods) s->pfunc = methods;
+  }
+  return 0;
+}
+
+static int set_all_methods(void) {
+  static PyMethodDef *conn_joined, *mgr_joined;
+  if (set_methods(&Connection_spec, connection_tables, CM_ARRAY_SIZE(connection_tables), &conn_joined) < 0)
+    return -1;
+  return set_methods(&Manager_spec, manager_tables, CM_ARRAY_SIZE(manager_tables), &mgr_joined);
+}
+
 /* The functions themselves come from m_methods; list them in __all__. */
 static int list_functions(PyObject *all) {
   for (PyMethodDef *def = util_methods; def->ml_name != NULL; def++) {
@@ -96,6 +149,7 @@ static int module_exec(PyObject *m) {
   PyObject *all = PyList_New(0);
   if (all == NULL) return -1;
   int rc = -1;
+  if (set_all_methods() < 0) goto done;
   if (add_type(m, all, &Connection_spec, &st->ConnectionType) < 0) goto done;
   if (add_type(m, all, &HttpMessage_spec, &st->HttpMessageType) < 0) goto done;
   if (add_type(m, all, &Manager_spec, &st->ManagerType) < 0) goto done;

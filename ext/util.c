@@ -74,6 +74,80 @@ int ext_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObjec
   return 0;
 }
 
+/* ---- small tools of the binding (declared in ext.h) ---------------- */
+
+void ext_buf_init(struct ext_buf *b) {
+  b->p = b->inline_buf;
+  b->len = 0;
+  b->cap = sizeof(b->inline_buf);
+}
+
+void ext_buf_free(struct ext_buf *b) {
+  if (b->p != b->inline_buf) PyMem_Free(b->p);
+}
+
+int ext_buf_reserve(struct ext_buf *b, size_t n) {
+  if (b->cap - b->len >= n) return 0;
+  if (n > PY_SSIZE_T_MAX / 2 - b->cap) {
+    PyErr_NoMemory();
+    return -1;
+  }
+  size_t cap = b->cap * 2 + n;
+  char *p = PyMem_Malloc(cap);
+  if (p == NULL) {
+    PyErr_NoMemory();
+    return -1;
+  }
+  memcpy(p, b->p, b->len);
+  ext_buf_free(b);
+  b->p = p;
+  b->cap = cap;
+  return 0;
+}
+
+int ext_buf_add(struct ext_buf *b, const char *s, size_t n) {
+  if (ext_buf_reserve(b, n) < 0) return -1;
+  if (n > 0) memcpy(b->p + b->len, s, n);
+  b->len += n;
+  return 0;
+}
+
+bool ext_has_crlf_nul(const char *s, Py_ssize_t n) {
+  for (Py_ssize_t i = 0; i < n; i++) {
+    if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return true;
+  }
+  return false;
+}
+
+int ext_opt_text(PyObject *obj, const char *what, const char **out, Py_ssize_t *len) {
+  Py_ssize_t n = 0;
+  *out = NULL;
+  if (len != NULL) *len = 0;
+  if (obj == NULL) return 0;
+  if (!PyUnicode_Check(obj)) {
+    PyErr_Format(PyExc_TypeError, "%s must be str, not %.100s", what, Py_TYPE(obj)->tp_name);
+    return -1;
+  }
+  const char *s = PyUnicode_AsUTF8AndSize(obj, &n);
+  if (s == NULL) return -1;
+  if (strlen(s) != (size_t) n) {
+    PyErr_Format(PyExc_ValueError, "embedded null character in %s", what);
+    return -1;
+  }
+  if (n > 0) *out = s;
+  if (len != NULL) *len = n;
+  return 0;
+}
+
+int ext_opt_path(PyObject *obj, PyObject **keep, const char **out) {
+  *keep = NULL;
+  *out = NULL;
+  if (obj == NULL) return 0;
+  if (!PyUnicode_FSConverter(obj, keep)) return -1; /* NULs: ValueError */
+  if (PyBytes_GET_SIZE(*keep) > 0) *out = PyBytes_AS_STRING(*keep);
+  return 0;
+}
+
 static PyObject *util_event_name(PyObject *module, PyObject *arg) {
   (void) module;
   int ev;
