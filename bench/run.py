@@ -62,6 +62,8 @@ CM_SERVERS = ("ours", "orig")
 ALL_TESTS = ("http", "wakeup", "memory", "iteration")
 PROFILE_BEGIN = "<!-- profile:begin (hand-written; run.py keeps this section) -->"
 PROFILE_END = "<!-- profile:end -->"
+ADAPTERS_BEGIN = "<!-- adapters:begin (bench/adapters.py writes this section) -->"
+ADAPTERS_END = "<!-- adapters:end -->"
 
 
 class BenchError(Exception):
@@ -930,10 +932,18 @@ def kept_profile(path: Path) -> str:
     )
 
 
+def kept_adapters(path: Path) -> str:
+    """The section bench/adapters.py wrote (WSGI/ASGI against gunicorn/uvicorn), kept."""
+    text = path.read_text() if path.exists() else ""
+    i, j = text.find(ADAPTERS_BEGIN), text.find(ADAPTERS_END)
+    return text[i : j + len(ADAPTERS_END)] if 0 <= i < j else ""
+
+
 def write_report(run: Run, machine: dict, vers: dict, started_at: str, seconds: float) -> None:
     a = run.args
     out_path = Path(a.out)
     profile = kept_profile(out_path)
+    adapters = kept_adapters(out_path)
     cpu = machine["cpu"]
     peers = vers["peers"]
     lines = [
@@ -1023,6 +1033,8 @@ def write_report(run: Run, machine: dict, vers: dict, started_at: str, seconds: 
     ]
     if run.errors:
         lines += ["## Errors in this run", "", *(f"- {e.splitlines()[0]}" for e in run.errors), ""]
+    if adapters:
+        lines += [adapters, ""]
     lines += [profile, ""]
     out_path.write_text("\n".join(lines))
     log(f"wrote {out_path}")

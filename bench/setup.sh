@@ -28,7 +28,7 @@ if [[ -z ${PYTHON:-} ]]; then
 fi
 
 ORIG_VERSION=0.2.5
-PEER_PKGS=(uvicorn==0.54.0 httptools==0.9.0 uvloop==0.23.0 aiohttp==3.14.5)
+PEER_PKGS=(uvicorn==0.54.0 httptools==0.9.0 uvloop==0.23.0 aiohttp==3.14.5 gunicorn==27.0.1)
 # Build tools for our package: the pins of requirements-dev.txt, so the bench
 # build matches the developers' and CI's.
 BUILD_PKGS=($(grep -E '^(meson-python|meson|ninja)==' "$ROOT/requirements-dev.txt"))
@@ -102,6 +102,12 @@ make_venv "$OURS"
 if ! has_versions "$OURS" "${BUILD_PKGS[@]}"; then
   say "installing build tools ${BUILD_PKGS[*]} into .venv-ours"
   pip_q "$OURS" "${BUILD_PKGS[@]}"
+fi
+# Our ASGI server runs on uvloop when it is installed, as uvicorn does (bench/adapters.py).
+OURS_PKGS=(uvloop==0.23.0)
+if ! has_versions "$OURS" "${OURS_PKGS[@]}"; then
+  say "installing ${OURS_PKGS[*]} into .venv-ours"
+  pip_q "$OURS" "${OURS_PKGS[@]}"
 fi
 say "building and installing our package from $ROOT into .venv-ours"
 rm -f "$BENCH/.venv-ours/.build-failed"

@@ -160,6 +160,9 @@ extern PyMethodDef connection_methods[];      /* connection.c: every connection 
 extern PyMethodDef http_connection_methods[]; /* http.c */
 extern PyMethodDef manager_methods[];         /* manager.c */
 
+/* http_response.c: Connection.http_response(), the WSGI/ASGI writer */
+extern PyMethodDef http_response_connection_methods[];
+
 /* util.c */
 extern PyMethodDef util_methods[];
 /* Fill `d` from a str or bytes-like object; TypeError naming `what` else. */

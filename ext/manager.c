@@ -580,18 +580,29 @@ static PyObject *open_conn(ManagerObject *self, PyObject *url, PyObject *handler
 }
 
 static PyObject *manager_listen(ManagerObject *self, PyObject *args, PyObject *kwargs) {
-  static char *kwlist[] = {"url",      "handler",         "http",
-                           "max_head", "max_headers",     "max_uri",
-                           "max_body", "head_timeout_ms", "idle_timeout_ms",
+  static char *kwlist[] = {"url",
+                           "handler",
+                           "http",
+                           "max_head",
+                           "max_headers",
+                           "max_uri",
+                           "max_body",
+                           "head_timeout_ms",
+                           "idle_timeout_ms",
+                           "reuse_port",
                            NULL};
   PyObject *url, *handler = Py_None, *http = Py_None, *objs[NLIMITS] = {NULL};
   struct cm_http_limits lim;
   bool given = false;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|O$OOOOOOO:listen", kwlist, &url, &handler, &http,
-                                   &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5]))
+  int reuse_port = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|O$OOOOOOOp:listen", kwlist, &url, &handler, &http,
+                                   &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5], &reuse_port))
     return NULL;
   if (limits_from_args(objs, &lim, &given) < 0) return NULL;
-  return open_conn(self, url, handler, http, given ? &lim : NULL, true);
+  self->mgr.listen_flags = reuse_port ? CM_LISTEN_REUSEPORT : 0u;
+  PyObject *res = open_conn(self, url, handler, http, given ? &lim : NULL, true);
+  self->mgr.listen_flags = 0; /* the option is this call's only */
+  return res;
 }
 
 static PyObject *manager_connect(ManagerObject *self, PyObject *args, PyObject *kwargs) {
@@ -599,6 +610,39 @@ static PyObject *manager_connect(ManagerObject *self, PyObject *args, PyObject *
   PyObject *url, *handler = Py_None, *http = Py_None;
   if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|O$O:connect", kwlist, &url, &handler, &http)) return NULL;
   return open_conn(self, url, handler, http, NULL, false);
+}
+
+/* ---- stats --------------------------------------------------------------- */
+
+/* Manager.stats(): the core's counters (cm_mgr_stats) as a dict. */
+static PyObject *manager_stats(ManagerObject *self, PyObject *Py_UNUSED(ignored)) {
+  struct cm_mgr_stats st;
+  if (check_open(self) < 0) return NULL;
+  cm_mgr_stats(&self->mgr, &st);
+  const uint64_t *r = st.http_responses;
+  PyObject *resp = Py_BuildValue("{sKsKsKsKsKsK}", "1xx", r[1], "2xx", r[2], "3xx", r[3], "4xx", r[4], "5xx",
+                                 r[5], "other", r[0]);
+  if (resp == NULL) return NULL;
+  return Py_BuildValue("{sKsKsKsKsKsNsKsKsKsKsK}", "connections_open", st.conns_open, "connections_accepted",
+                       st.conns_accepted, "bytes_in", st.bytes_in, "bytes_out", st.bytes_out, "http_requests",
+                       st.http_requests, "http_responses", resp, "errors", st.errors, "wakeups", st.wakeups,
+                       "iterations", st.iterations, "loop_lag_ms", st.lag_ms, "loop_lag_max_ms",
+                       st.lag_max_ms);
+}
+
+/* Manager.fileno() and Manager.timeout(): what another event loop needs to
+ * drive this one with poll(0) (the ASGI server runs it inside asyncio). */
+static PyObject *manager_fileno(ManagerObject *self, PyObject *Py_UNUSED(ignored)) {
+  if (check_open(self) < 0) return NULL;
+  return PyLong_FromLong(cm_mgr_fd(&self->mgr));
+}
+
+static PyObject *manager_timeout(ManagerObject *self, PyObject *args, PyObject *kwargs) {
+  static char *kwlist[] = {"ms", NULL};
+  int ms = -1;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|i:timeout", kwlist, &ms)) return NULL;
+  if (check_open(self) < 0) return NULL;
+  return PyLong_FromLong(cm_mgr_timeout(&self->mgr, ms));
 }
 
 /* ---- wakeup, timers ----------------------------------------------------- */
@@ -856,10 +900,18 @@ PyMethodDef manager_methods[] = {
      "poll($self, /, timeout_ms=0)\n--\n\nRun one event-loop iteration (negative timeout: block)."},
     {"listen", KW_METHOD(manager_listen),
      "listen($self, /, url, handler=None, *, http=None, max_head=None, max_headers=None, max_uri=None, "
-     "max_body=None, head_timeout_ms=None, idle_timeout_ms=None)\n--\n\n"
+     "max_body=None, head_timeout_ms=None, idle_timeout_ms=None, reuse_port=False)\n--\n\n"
      "Listen on url; returns the listener.  HTTP listeners take limits (None: the default, 0: none):\n"
      "max_head and max_headers (431), max_uri (414), max_body (413), head_timeout_ms (408, close),\n"
-     "idle_timeout_ms (close)."},
+     "idle_timeout_ms (close).  reuse_port=True sets SO_REUSEPORT: processes share the port."},
+    {"fileno", (PyCFunction) manager_fileno, METH_NOARGS,
+     "fileno($self, /)\n--\n\nThe loop's epoll descriptor: readable when poll(0) has I/O to do."},
+    {"timeout", KW_METHOD(manager_timeout),
+     "timeout($self, /, ms=-1)\n--\n\nHow long the loop may sleep now, at most ms: 0 when work is\n"
+     "pending, else until the next timer; -1 for no limit."},
+    {"stats", (PyCFunction) manager_stats, METH_NOARGS,
+     "stats($self, /)\n--\n\nCounters of the loop: connections, bytes, HTTP requests and responses\n"
+     "by status class, errors, wakeups, iterations, and the loop lag in ms (last, max of recent)."},
     {"connect", KW_METHOD(manager_connect),
      "connect($self, /, url, handler=None, *, http=None)\n--\n\n"
      "Start an outbound connection; returns it at once.  Host names resolve off the loop;\n"

@@ -80,7 +80,8 @@ static int add_type(PyObject *m, PyObject *all, PyType_Spec *spec, PyTypeObject 
 
 /* Each type's methods: its own file's table, then one per protocol file
  * (ext.h).  A protocol adds its table here, and nowhere else. */
-static PyMethodDef *const connection_tables[] = {connection_methods, http_connection_methods};
+static PyMethodDef *const connection_tables[] = {connection_methods, http_connection_methods,
+                                                 http_response_connection_methods};
 static PyMethodDef *const manager_tables[] = {manager_methods};
 
 /* One NULL-terminated table joining `n` tables, made once per process

@@ -109,15 +109,24 @@ void cm_error(struct cm_conn *c, const char *fmt, ...) {
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
   CM_ERROR("conn %llu: %s", (unsigned long long) c->id, msg);
+  c->mgr->stats.errors++;
   /* Closing before the event, so the handler sees is_closing set. */
   cm_close(c);
   cm_call(c, CM_EV_ERROR, msg);
+}
+
+/* The status class of a response written with raw sends, from its first
+ * bytes "HTTP/1.x NNN" (for Manager.stats()); 7 when they are something else. */
+static unsigned status_class(const char *p, size_t len) {
+  if (len < 12 || memcmp(p, "HTTP/1.", 7) != 0 || p[8] != ' ' || p[9] < '1' || p[9] > '5') return 7;
+  return (unsigned) (p[9] - '0');
 }
 
 bool cm_send(struct cm_conn *c, const void *buf, size_t len) {
   if (c->is_closing) return false;
   if (c->is_udp) return cm__sock_sendto(c, buf, len);
   if (len == 0) return true;
+  if (c->is_resp && c->resp_class == 0) c->resp_class = status_class(buf, len) & 7u;
   if (cm_iobuf_add(&c->send, buf, len) != 0) return false;
   cm__touch(c);
   return true;

@@ -121,6 +121,7 @@ static void refuse(struct cm_conn *c, struct http_state *st, int status, const c
   cm_iobuf_consume(&c->recv, c->recv.len);
   reset(st);
   c->is_resp = 0;
+  c->mgr->stats.http_responses[status / 100 <= 5 ? status / 100 : 0]++;
   cm_send(c, buf, (size_t) n);
   cm_drain(c);
 }
@@ -430,7 +431,11 @@ static bool deliver(struct cm_conn *c, struct http_state *st, struct cm_http_msg
   }
   hm->body = cm_str_n(d + st->head_len, st->body_len);
   hm->message = cm_str_n(hm->head.buf, (size_t) (d + total - hm->head.buf));
-  if (!c->is_client) c->is_resp = 1;
+  if (!c->is_client) {
+    c->is_resp = 1;
+    c->resp_class = 0;
+    c->mgr->stats.http_requests++;
+  }
   st->dispatching = true;
   fire(c, CM_EV_HTTP_MSG, hm);
   st->dispatching = false;
@@ -666,6 +671,7 @@ bool cm_http_reply(struct cm_conn *c, int status, const char *headers, size_t he
   put(c, headers, headers_len);
   put(c, tail, tn);
   put(c, body, sent);
+  if (c->is_resp) c->resp_class = (unsigned) (status / 100 <= 5 ? status / 100 : 7) & 7u;
   cm__touch(c);
   /* An interim response (100 Continue, 103 Early Hints) does not answer
    * the request (RFC 9110 §15.2); 101 ends HTTP on this connection. */
@@ -678,6 +684,7 @@ void cm_http_end(struct cm_conn *c) {
   bool was_pending = c->is_resp;
   c->is_resp = 0;
   if (st == NULL || c->is_client) return;
+  if (was_pending) c->mgr->stats.http_responses[c->resp_class <= 5 ? c->resp_class : 0]++;
   active(st); /* the idle time starts now */
   /* RFC 9112 §9.6: after the response to a "close" request, close. */
   if (!st->keep_alive) {

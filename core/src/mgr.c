@@ -166,6 +166,41 @@ static void poll_phase(struct cm_mgr *mgr) {
   }
 }
 
+/* The moment this iteration's wait should end at the latest: the next
+ * timer's deadline, or now + ms; 0 for none (an unbounded wait). */
+static uint64_t wait_deadline(const struct cm_mgr *mgr, int ms) {
+  uint64_t d = ms >= 0 ? mgr->now + (uint64_t) ms : 0;
+  if (mgr->nheap > 0 && (d == 0 || mgr->heap[0]->expire < d)) d = mgr->heap[0]->expire;
+  return d;
+}
+
+static void record_lag(struct cm_mgr *mgr, uint64_t deadline) {
+  uint64_t lag = deadline != 0 && mgr->now > deadline ? mgr->now - deadline : 0;
+  if (lag > UINT32_MAX) lag = UINT32_MAX;
+  mgr->stats.lag_ms = lag;
+  mgr->lag[mgr->stats.iterations++ % CM_LAG_WINDOW] = (uint32_t) lag;
+}
+
+void cm_mgr_stats(const struct cm_mgr *mgr, struct cm_mgr_stats *out) {
+  *out = mgr->stats;
+  out->conns_open = 0;
+  for (const struct cm_conn *c = mgr->conns; c != NULL; c = c->next) {
+    if (!c->is_internal) out->conns_open++;
+  }
+  out->lag_max_ms = 0;
+  for (size_t i = 0; i < CM_LAG_WINDOW; i++) {
+    if (mgr->lag[i] > out->lag_max_ms) out->lag_max_ms = mgr->lag[i];
+  }
+}
+
+int cm_mgr_fd(const struct cm_mgr *mgr) { return mgr->epfd; }
+
+int cm_mgr_timeout(struct cm_mgr *mgr, int ms) {
+  if (mgr->pending != NULL || mgr->nnew > 0) return 0;
+  if (!mgr->in_poll) mgr->now = cm_millis(); /* the timers count from now */
+  return cm__timers_timeout(mgr, ms);
+}
+
 int cm_mgr_poll(struct cm_mgr *mgr, int ms) {
   if (mgr->in_poll || mgr->epfd < 0) return -CM_EINVAL;
   mgr->in_poll = true;
@@ -173,7 +208,9 @@ int cm_mgr_poll(struct cm_mgr *mgr, int ms) {
   run_pending(mgr);
   cm__timers_schedule_new(mgr);
   int timeout = mgr->pending != NULL ? 0 : cm__timers_timeout(mgr, ms);
+  uint64_t deadline = wait_deadline(mgr, ms);
   io_phase(mgr, timeout);
+  record_lag(mgr, deadline);
   if (mgr->wakeup_fired) {
     mgr->wakeup_fired = false;
     cm__wakeup_deliver(mgr);

@@ -81,6 +81,7 @@ static int send_piece(struct cm_conn *c, struct cm__fsrc *f, size_t *budget) {
   off_t off = (off_t) f->off;
   ssize_t n = sendfile(c->fd, f->fd, &off, want);
   if (n > 0) {
+    c->mgr->stats.bytes_out += (uint64_t) n;
     written(c, f, (size_t) n, budget);
     return 1;
   }

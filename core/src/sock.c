@@ -64,12 +64,16 @@ static int open_socket(const struct cm_addr *a, bool udp) {
   return socket(a->is_ip6 ? AF_INET6 : AF_INET, type, 0);
 }
 
-static int bind_listen(int fd, const struct cm_addr *a, bool udp) {
+static int bind_listen(int fd, const struct cm_addr *a, bool udp, unsigned flags) {
   struct sockaddr_storage ss;
   socklen_t len = to_sockaddr(a, &ss);
   int on = 1;
   /* Restarting a server must not wait out TIME_WAIT of the old one. */
   if (!udp) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+  /* Worker processes each bind the same port; the kernel spreads new
+   * connections over their sockets (socket(7)). */
+  if ((flags & CM_LISTEN_REUSEPORT) && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0)
+    return -1;
   if (bind(fd, (struct sockaddr *) &ss, len) != 0) return -1;
   return udp ? 0 : listen(fd, SOMAXCONN);
 }
@@ -83,7 +87,7 @@ struct cm_conn *cm__listen(struct cm_mgr *mgr, const char *url, cm_handler_fn pf
   }
   bool udp = is_udp_url(url);
   int fd = open_socket(&a, udp);
-  if (fd < 0 || bind_listen(fd, &a, udp) != 0) {
+  if (fd < 0 || bind_listen(fd, &a, udp, mgr->listen_flags) != 0) {
     CM_ERROR("listen %s: errno %d", url, errno);
     if (fd >= 0) close(fd);
     return NULL;
@@ -187,6 +191,7 @@ static void accept_one(struct cm_conn *lsn, int fd, const struct sockaddr_storag
   }
   set_nodelay(fd);
   c->is_accepted = 1;
+  lsn->mgr->stats.conns_accepted++;
   c->can_write = 1; /* a fresh socket has room */
   c->is_tls = lsn->is_tls;
   c->fn = lsn->fn;
@@ -254,6 +259,7 @@ void cm__sock_read(struct cm_conn *c) {
    * EOF of a peer that shut down, or an interrupted one everything (no edge
    * announces them again). */
   c->can_read = n > 0 ? (size_t) n == asked || c->peer_shut : n < 0 && errno == EINTR;
+  if (n > 0) c->mgr->stats.bytes_in += (uint64_t) n;
   if (rc != 0) {
     cm_error(c, rc == -CM_EFULL ? "MG_MAX_RECV_SIZE" : "OOM");
   } else if (n > 0) {
@@ -283,6 +289,7 @@ static void read_datagram(struct cm_conn *c) {
     return;
   }
   long got = (long) n;
+  c->mgr->stats.bytes_in += (uint64_t) n;
   from_sockaddr(&ss, &c->rem); /* replies go to the last sender */
   cm_iobuf_commit(&c->recv, (size_t) n);
   cm_call(c, CM_EV_READ, &got);
@@ -294,6 +301,7 @@ long cm__sock_write(struct cm_conn *c, size_t want) {
     ssize_t n = send(c->fd, cm_iobuf_data(&c->send), want - done, MSG_NOSIGNAL);
     if (n > 0) {
       long sent = (long) n;
+      c->mgr->stats.bytes_out += (uint64_t) n;
       cm_iobuf_consume(&c->send, (size_t) n);
       done += (size_t) n;
       cm_call(c, CM_EV_WRITE, &sent);
@@ -330,6 +338,7 @@ bool cm__sock_sendto(struct cm_conn *c, const void *buf, size_t len) {
   struct sockaddr_storage ss;
   socklen_t sl = to_sockaddr(&c->rem, &ss);
   ssize_t n = sendto(c->fd, buf, len, MSG_NOSIGNAL, (struct sockaddr *) &ss, sl);
+  if (n > 0) c->mgr->stats.bytes_out += (uint64_t) n;
   return n == (ssize_t) len;
 }
 

@@ -123,6 +123,7 @@ void cm__wakeup_deliver(struct cm_mgr *mgr) {
     struct cm_conn *c = cm_mgr_find(mgr, m->id);
     if (c != NULL) {
       struct cm_str payload = {m->len > 0 ? m->data : "", m->len};
+      mgr->stats.wakeups++;
       cm_call(c, CM_EV_WAKEUP, &payload);
     }
     free(m);

@@ -78,10 +78,12 @@ from ._mongoose import (
     url_uri,
     url_user,
 )
+from .aio import AsyncManager
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncManager",
     "Connection",
     "HttpMessage",
     "MG_EV_ACCEPT",

@@ -97,7 +97,10 @@ def _function_node(func: types.FunctionType) -> ast.FunctionDef:
 def _same_code(a: types.CodeType, b: types.CodeType) -> bool:
     """Same instructions, names and constants (nested code compared the same way)."""
     if (a.co_code, a.co_names, a.co_varnames, a.co_freevars) != (
-        b.co_code, b.co_names, b.co_varnames, b.co_freevars
+        b.co_code,
+        b.co_names,
+        b.co_varnames,
+        b.co_freevars,
     ) or len(a.co_consts) != len(b.co_consts):
         return False
     for x, y in zip(a.co_consts, b.co_consts, strict=True):

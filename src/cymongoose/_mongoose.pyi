@@ -230,6 +230,20 @@ class Connection:
         """Send one chunk of a chunked body; ``b""`` sends the last one and ends the response."""
     def http_sse(self, event_type: str, data: str | Buffer) -> None:
         """Send ``event: <event_type>\\ndata: <data>\\n\\n`` as one chunk."""
+    def http_response(
+        self,
+        status: int,
+        headers: Any,
+        body: Buffer | None = None,
+        head: bool = False,
+        chunked: bool = True,
+    ) -> int:
+        """Write a response for a WSGI/ASGI server: the status line, the ``(name, value)``
+        pairs of ``headers`` (bytes or str; duplicates kept; CR, LF or NUL -> ValueError),
+        then, with a ``body``: Content-Length unless given, the body (not when ``head``)
+        and the response is finished; with ``body=None``: only the head of a streamed
+        response (chunked framing when no length is given and ``chunked``).  Returns bit
+        1 if the head announced chunked framing, bit 2 if the connection closes after."""
     def http_end(self) -> None:
         """Finish a response written with raw ``send()`` calls (SPEC Decision 5).
 
@@ -289,6 +303,7 @@ class Manager:
         max_body: int | None = None,
         head_timeout_ms: int | None = None,
         idle_timeout_ms: int | None = None,
+        reuse_port: bool = False,
     ) -> Connection:
         """Listen on ``url``; returns the listener.
 
@@ -320,6 +335,17 @@ class Manager:
     ) -> Timer: ...
     def run(self, poll_ms: int = 100) -> None: ...
     def close(self) -> None: ...
+    def fileno(self) -> int:
+        """The loop's epoll descriptor: readable when ``poll(0)`` has I/O to do."""
+    def timeout(self, ms: int = -1) -> int:
+        """How long the loop may sleep now, at most ``ms``: 0 when work is pending,
+        else until the next timer; -1 for no limit."""
+    def stats(self) -> dict[str, Any]:
+        """Counters of the loop: ``connections_open``, ``connections_accepted``,
+        ``bytes_in``, ``bytes_out``, ``http_requests``, ``http_responses`` (a dict
+        ``1xx``..``5xx``, ``other``), ``errors``, ``wakeups``, ``iterations``,
+        ``loop_lag_ms`` (how late the last iteration's wait ended past its
+        deadline) and ``loop_lag_max_ms`` (the largest of the last 64)."""
     @property
     def connections(self) -> tuple[Connection, ...]: ...
     @property

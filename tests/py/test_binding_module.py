@@ -53,7 +53,9 @@ def stub_class_members(cls: str) -> set[str]:
 
 
 def test_all_matches_package_and_module():
-    assert sorted(_mongoose.__all__) == sorted(cymongoose.__all__)
+    # SPEC 1.1: the package is the module plus AsyncManager (from cymongoose.aio).
+    assert sorted([*_mongoose.__all__, "AsyncManager"]) == sorted(cymongoose.__all__)
+    assert cymongoose.AsyncManager is __import__("cymongoose.aio").aio.AsyncManager
     assert len(set(_mongoose.__all__)) == len(_mongoose.__all__)
     for name in _mongoose.__all__:
         assert getattr(cymongoose, name) is getattr(_mongoose, name)

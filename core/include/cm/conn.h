@@ -62,6 +62,7 @@ struct cm_conn {
   unsigned can_read : 1;                     /* edge-triggered: bytes may wait unread */
   unsigned can_write : 1;                    /* edge-triggered: the socket may have room */
   unsigned peer_shut : 1;                    /* the peer's FIN was reported: read to EOF */
+  unsigned resp_class : 3;                   /* HTTP response: status/100, 0 unseen, 7 other */
   struct cm__fsrc *fsrc;                     /* file being sent (cm_send_fd), or NULL */
   struct cm_conn *next, *prev;               /* mgr->conns list */
   struct cm_conn *next_poller, *prev_poller; /* mgr->pollers list */

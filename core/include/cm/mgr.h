@@ -36,6 +36,27 @@ extern "C" {
 
 struct cm_conn;
 struct cm_idmap;
+
+/* Counters the loop keeps for Manager.stats(): plain increments on the poll
+ * thread, so cheap enough to be always on.  Read them with cm_mgr_stats(). */
+struct cm_mgr_stats {
+  uint64_t conns_open;        /* live connections (listeners too, internal ones not) */
+  uint64_t conns_accepted;    /* accepted since init */
+  uint64_t bytes_in;          /* bytes received (TCP and UDP) */
+  uint64_t bytes_out;         /* bytes written to sockets (files sent included) */
+  uint64_t http_requests;     /* requests parsed by HTTP servers */
+  uint64_t http_responses[6]; /* finished responses: [1]..[5] 1xx..5xx, [0] status unknown */
+  uint64_t errors;            /* CM_EV_ERROR fired (cm_error) */
+  uint64_t wakeups;           /* wakeup payloads delivered */
+  uint64_t iterations;        /* cm_mgr_poll calls */
+  uint64_t lag_ms;            /* lateness of the last iteration (see cm_mgr_stats) */
+  uint64_t lag_max_ms;        /* the largest over the last CM_LAG_WINDOW iterations */
+};
+
+#define CM_LAG_WINDOW 64 /* iterations whose lag lag_max_ms covers */
+
+/* Options of listening sockets (cm_mgr.listen_flags). */
+#define CM_LISTEN_REUSEPORT 1u /* SO_REUSEPORT: several processes accept on one port */
 struct cm_resolver;
 struct cm_wakeup;
 
@@ -52,11 +73,13 @@ struct cm_mgr {
   size_t send_cap;         /* send buffer limit for new connections (0: none) */
   size_t send_hiwat;       /* stop reading a connection above this many unsent bytes */
   uint32_t dns_timeout_ms; /* name lookup limit, "DNS timeout" after it (0: 5000) */
+  unsigned listen_flags;   /* CM_LISTEN_* for the listeners opened from now on */
   /* read-only */
-  struct cm_conn *conns; /* all connections, newest first */
-  size_t nconns;         /* number of connections, internal ones included */
-  uint64_t next_id;      /* last id handed out; ids start at 1, never reused */
-  uint64_t now;          /* cm_millis() at the start of the current phase */
+  struct cm_conn *conns;     /* all connections, newest first */
+  size_t nconns;             /* number of connections, internal ones included */
+  uint64_t next_id;          /* last id handed out; ids start at 1, never reused */
+  uint64_t now;              /* cm_millis() at the start of the current phase */
+  struct cm_mgr_stats stats; /* counters (conns_open, lag_max_ms: see cm_mgr_stats) */
   /* private */
   int epfd;                     /* epoll instance */
   struct cm_conn *pending;      /* connections with work for the pending phase */
@@ -73,6 +96,7 @@ struct cm_mgr {
   char *scratch;                /* CM_SCRATCH_SIZE bytes for reads (lazily allocated) */
   bool in_poll;                 /* inside cm_mgr_poll: guards re-entry */
   bool wakeup_fired;            /* the wakeup eventfd fired in this iteration */
+  uint32_t lag[CM_LAG_WINDOW];  /* lag of recent iterations, a ring */
 };
 
 /* Initialise `mgr` (caller-owned memory).  Returns 0, or a negative CM_E*
@@ -90,6 +114,20 @@ int cm_mgr_poll(struct cm_mgr *mgr, int ms);
 void cm_mgr_free(struct cm_mgr *mgr);
 /* The live connection with this id, or NULL (closed, unknown, internal). */
 struct cm_conn *cm_mgr_find(struct cm_mgr *mgr, uint64_t id);
+/* The epoll descriptor: it polls readable when an iteration would find I/O
+ * to do, so another event loop (asyncio) can drive this one, calling
+ * cm_mgr_poll(mgr, 0) when it is readable and when cm_mgr_timeout says. */
+int cm_mgr_fd(const struct cm_mgr *mgr);
+/* How long the loop may sleep now, at most `ms` (negative: no limit): 0 when
+ * work is pending (a flush, a resumed read, a close, a timer just added),
+ * else until the next timer; -1 for no limit. */
+int cm_mgr_timeout(struct cm_mgr *mgr, int ms);
+/* Copy the counters into `out`, with conns_open counted now and lag_max_ms
+ * taken over the last CM_LAG_WINDOW iterations.  An iteration's lag is how
+ * late its wait ended past the deadline it was computed for (the next
+ * timer, or the `ms` of cm_mgr_poll): handlers that ran long make the next
+ * timers late, and a loaded machine makes the wait itself overrun. */
+void cm_mgr_stats(const struct cm_mgr *mgr, struct cm_mgr_stats *out);
 /* Milliseconds from a monotonic clock (never 0). */
 uint64_t cm_millis(void);
 
