@@ -21,11 +21,16 @@ For a ```python block, KIND says how it runs (no marker: `program`):
 - `client`   like `program`, with a small HTTP server of the test's on its port
              (GET: `hello from the test server`, POST: the body echoed).
 - `fragment` part of a program on purpose: only compiled.
+- `file NAME` a module another example uses (an app for the command line): written
+             as NAME into the scratch directory of the next example.
 
 A ```console block marked `<!-- example: setup -->` runs (in the example's scratch
-directory) before the next python block.  In expected output, `...` matches any
-text.  Ports written as `127.0.0.1:N`, `localhost:N`, `0.0.0.0:N` or `[::1]:N` are
-replaced, in the code and in its console block alike, by free ports.
+directory) before the next example.  One marked `<!-- example: serve -->` is an
+example of its own, for the command line: its first `$ command` is started as a
+server, the other commands are run and checked as for `server`, then SIGINT.
+In expected output, `...` matches any text.  Ports written as `127.0.0.1:N`,
+`localhost:N`, `0.0.0.0:N` or `[::1]:N` are replaced, in the code and in its console
+block alike, by free ports.
 """
 
 from __future__ import annotations
@@ -37,14 +42,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = ("program", "server", "client", "fragment")
-CONSOLE_KINDS = ("setup",)
+KINDS = ("program", "server", "client", "fragment", "file")
+CONSOLE_KINDS = ("setup", "serve")
 TEXT_KINDS = ("output",)
 
 FENCE = re.compile(
     r"^(?P<indent>[ ]*)```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```[ ]*$", re.M | re.S
 )
-MARKER = re.compile(r"<!--\s*example:\s*(?P<kind>[\w-]+)\s*-->\s*$")
+MARKER = re.compile(r"<!--\s*example:\s*(?P<kind>[\w-]+)(?:\s+(?P<arg>[\w./-]+))?\s*-->\s*$")
 
 
 @dataclass
@@ -54,6 +59,7 @@ class Block:
     lang: str
     code: str
     marker: str | None = None
+    arg: str | None = None  # the NAME of `file NAME`
 
 
 @dataclass
@@ -92,6 +98,7 @@ def blocks(path: Path, root: Path = ROOT) -> list[Block]:
             lang=m.group("lang"),
             code=code,
             marker=marker.group("kind") if marker else None,
+            arg=marker.group("arg") if marker else None,
         ))
     return found
 
@@ -101,7 +108,9 @@ def examples(path: Path, root: Path = ROOT) -> list[Example]:
     out: list[Example] = []
     setup: list[Block] = []
     for b in blocks(path, root):
-        if b.lang == "python":
+        if b.lang == "python" and b.marker == "file":
+            setup.append(b)
+        elif b.lang == "python" or (b.lang == "console" and b.marker == "serve"):
             out.append(Example(b, b.marker or "program", setup))
             setup = []
         elif b.lang == "console" and b.marker == "setup":
@@ -121,6 +130,8 @@ def marker_errors(path: Path, root: Path = ROOT) -> list[str]:
         allowed = {"python": KINDS, "console": CONSOLE_KINDS, "text": TEXT_KINDS}.get(b.lang, ())
         if b.marker is not None and b.marker not in allowed:
             errors.append(f"{where}: marker '{b.marker}' on a ```{b.lang} block")
+        if (b.marker == "file") != (b.arg is not None):
+            errors.append(f"{where}: `file NAME` takes a name, other markers none")
     for ex in examples(path, root):
         if ex.kind == "server" and ex.console is None:
             errors.append(f"{ex.id}: a server example needs a ```console block after it")

@@ -135,8 +135,15 @@ def run_console(text: str, cwd: Path, where: str) -> None:
 
 def write_script(ex, tmp_path: Path, ports: dict[str, str]) -> Path:
     for setup in ex.setup:
-        run_console(substitute(setup.code, ports), tmp_path, f"{setup.path}:{setup.line}")
+        if setup.lang == "python":  # `file NAME`: a module the example imports
+            code = substitute(setup.code, ports)
+            compile(code, f"{setup.path}:{setup.line}", "exec")
+            (tmp_path / setup.arg).write_text(code)
+        else:
+            run_console(substitute(setup.code, ports), tmp_path, f"{setup.path}:{setup.line}")
     script = tmp_path / "example.py"
+    if ex.block.lang != "python":  # a command line: its files and setup are all it needs
+        return script
     # Line numbers of tracebacks point into the page.
     script.write_text("\n" * (ex.block.line - 1) + substitute(ex.block.code, ports))
     return script
@@ -209,14 +216,24 @@ def test_example(ex, tmp_path):
             assert matches(substitute(ex.output.code, ports), out), \
                 f"{where} printed\n{out}\nthe page shows\n{ex.output.code}"
         return
+    if ex.kind == "serve":  # a command line: the first command serves, the rest exercise it
+        (start, _), *rest = console_session(ex.block.code)
+        session = "\n".join(f"$ {cmd}\n{out}" for cmd, out in rest)
+        cmd = start.replace("python ", f"{sys.executable} ", 1)
+        argv = ["bash", "-c", "exec " + substitute(cmd, ports)]
+        run_server(ex, argv, ports, tmp_path, re.findall(r"--listen \S+?:(\d{4,5})", start),
+                   session)
+        return
     assert ex.kind == "server", ex.kind
-    run_server(ex, script, ports, tmp_path)
+    run_server(ex, [sys.executable, str(script)], ports, tmp_path,
+               LISTEN_RE.findall(ex.block.code), ex.console.code)
 
 
-def run_server(ex, script: Path, ports: dict[str, str], tmp_path: Path) -> None:
+def run_server(ex, argv: list[str], ports: dict[str, str], tmp_path: Path,
+               port_names: list[str], console: str) -> None:
     where = ex.id
-    listen_ports = [ports[p] for p in LISTEN_RE.findall(ex.block.code) if p in ports]
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=child_env(),
+    listen_ports = [ports[p] for p in port_names if p in ports]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=child_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out = err = ""
     try:
@@ -234,7 +251,7 @@ def run_server(ex, script: Path, ports: dict[str, str], tmp_path: Path) -> None:
         assert all(port_accepts(int(p)) for p in listen_ports), f"{where}: never listened"
         if not listen_ports:
             time.sleep(0.5)  # UDP only: nothing to probe
-        run_console(substitute(ex.console.code, ports), tmp_path, f"{where} (console)")
+        run_console(substitute(console, ports), tmp_path, f"{where} (console)")
     finally:
         try:  # a server the session told to stop may be on its way out: let it go alone
             proc.wait(STOP_GRACE)
