@@ -9,6 +9,8 @@
 #   make valgrind     C loopback tests under valgrind: no leak, no error, no fd left
 #   make fuzz         every libFuzzer target for FUZZ_SECONDS each (default 600)
 #   make bench        the benchmarks against the peers; writes bench/RESULTS.md
+#   make docs         the documentation site into build/docs (mkdocs build --strict)
+#   make docs-serve   the site on http://127.0.0.1:8001 (DOCS_ADDR), rebuilt on edits
 #
 # Every target first runs scripts/bootstrap.sh, which installs whatever is
 # missing (Debian packages, the venv, requirements-dev.txt) and is fast when
@@ -22,6 +24,7 @@
 #   WERROR   warnings are errors in the extension build (default true)
 #   PYTEST_ARGS  extra pytest arguments, e.g. PYTEST_ARGS='-x -k wakeup'
 #   PORT     port of `make serve` (default 8000)
+#   DOCS_ADDR  address of `make docs-serve` (default 127.0.0.1:8001)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -53,10 +56,13 @@ PY_DIRS := $(wildcard src tests/py tests/soak examples bench scripts)
 C_DIRS := $(wildcard core ext tests/c fuzz examples bench)
 
 .PHONY: help bootstrap install ctest pytest test lint format serve clean distclean \
-  asan-pytest soak soak-quick valgrind fuzz bench
+  asan-pytest soak soak-quick valgrind fuzz bench docs docs-serve
 
 FUZZ_SECONDS ?= 600
 BENCH_ARGS ?=
+DOCS_ADDR ?= 127.0.0.1:8001
+# mkdocs 1.6 prints a notice about its successor on every run; the build is what we read.
+export NO_MKDOCS_2_WARNING := 1
 
 help:
 	@sed -n 's/^#   make /  make /p' Makefile; echo "  (./scripts/dev TARGET: the same, installing make first if needed)"
@@ -103,7 +109,7 @@ lint:
 	@$(BOOTSTRAP) lint
 	@echo "== lint: ruff check $(PY_DIRS)"
 	$(RUFF) check $(PY_DIRS)
-	$(PY) scripts/check_snippets.py README.md examples/README.md
+	$(PY) scripts/check_snippets.py
 	@echo "== lint: clang-format --dry-run -Werror ($(C_DIRS))"
 	@scripts/clang_format.sh check $(C_DIRS)
 
@@ -129,6 +135,17 @@ fuzz:
 
 bench: bootstrap
 	bash bench/run.sh $(BENCH_ARGS)
+
+# The site reads the installed package (the API reference's docstrings, the constants),
+# so it is installed first.  Its examples are run by pytest (tests/py/test_docs_examples.py).
+docs: install
+	@$(BOOTSTRAP) docs
+	@echo "== docs: mkdocs build --strict into build/docs"
+	$(VENV)/bin/mkdocs build --strict --clean
+
+docs-serve: install
+	@$(BOOTSTRAP) docs
+	$(VENV)/bin/mkdocs serve --strict --dev-addr $(DOCS_ADDR)
 
 serve: install
 	@echo "== serve: examples/http_server.py (Ctrl-C stops it)"

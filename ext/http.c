@@ -391,9 +391,13 @@ done:
 
 PyMethodDef http_connection_methods[] = {
     {"reply", FAST_METHOD(connection_reply),
-     "reply($self, /, status_code, body=b'', headers=None)\n--\n\nSend a complete HTTP response."},
+     "reply($self, /, status_code, body=b'', headers=None)\n--\n\n"
+     "Send a complete HTTP response: status line, Content-Type: text/plain unless\n"
+     "`headers` (a dict) name one, the headers, Content-Length and the body, byte for byte.\n"
+     "CR, LF or NUL in a header is a ValueError.  Finishes the response (keep-alive goes on)."},
     {"reply_json", FAST_METHOD(connection_reply_json),
-     "reply_json($self, /, data, status_code=200, headers=None)\n--\n\nReply with json.dumps(data)."},
+     "reply_json($self, /, data, status_code=200, headers=None)\n--\n\n"
+     "Reply with json.dumps(data) as Content-Type: application/json (see reply())."},
     {"serve_dir", FAST_METHOD(connection_serve_dir),
      "serve_dir($self, /, message, root_dir, extra_headers='', mime_types='', page404='')\n--\n\n"
      "Answer `message` with a file or listing from root_dir (SPEC 2.6)."},

@@ -980,12 +980,18 @@ PyMethodDef manager_methods[] = {
      "stats($self, /)\n--\n\nCounters of the loop: connections, bytes, HTTP requests and responses\n"
      "by status class, errors, wakeups, iterations, and the loop lag in ms (last, max of recent)."},
     {"connect", KW_METHOD(manager_connect),
-     "connect($self, /, url, handler=None, *, http=None)\n--\n\nStart an outbound connection."},
+     "connect($self, /, url, handler=None, *, http=None)\n--\n\n"
+     "Start an outbound connection; returns it at once.  Host names resolve off the loop;\n"
+     "MG_EV_CONNECT follows, or MG_EV_ERROR (refused, unknown name).  The http:// scheme\n"
+     "(or http=True) parses responses into MG_EV_HTTP_MSG; nothing is sent for you."},
     {"wakeup", KW_METHOD(manager_wakeup),
      "wakeup($self, /, connection_id, data=b'')\n--\n\n"
      "Deliver MG_EV_WAKEUP(data) to a connection; safe from any thread."},
     {"timer_add", KW_METHOD(manager_timer_add),
-     "timer_add($self, /, milliseconds, callback, *, repeat=False, run_now=False)\n--\n\nAdd a timer."},
+     "timer_add($self, /, milliseconds, callback, *, repeat=False, run_now=False)\n--\n\n"
+     "Call callback() on the poll thread after `milliseconds` (every `milliseconds`\n"
+     "with repeat=True; the first call in the next iteration with run_now=True).  The\n"
+     "manager keeps the timer alive until it is cancelled, done, or the manager closes."},
     {"run", KW_METHOD(manager_run),
      "run($self, /, poll_ms=100)\n--\n\nPoll until SIGINT or SIGTERM, then close()."},
     {"close", (PyCFunction) manager_close, METH_NOARGS,

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # scripts/bootstrap.sh: install what cymongoose needs to build, test and lint.
 #
-#   scripts/bootstrap.sh [PROFILE...]     profiles: base (always), lint, fuzz
+#   scripts/bootstrap.sh [PROFILE...]     profiles: base (always), lint, fuzz, docs
 #
 # Idempotent and fast when everything is present (a few dpkg queries and one
 # stamp comparison).  On a fresh Debian 12 machine it installs, in this order:
 #   1. Debian packages that are missing (checked with dpkg-query; one
 #      `apt-get update` before the first install; sudo only when not root);
 #   2. the venv $VENV (default .venv) made by `$PYTHON -m venv`;
-#   3. requirements-dev.txt into the venv, again only when that file changed.
+#   3. requirements-dev.txt into the venv, again only when that file changed
+#      (profile docs: requirements-docs.txt too, the same way).
 # Environment: VENV (venv path, relative to the repo root or absolute),
 # PYTHON (interpreter for the venv, default python3), BOOTSTRAP_NO_APT=1
 # (never call apt-get; only report what is missing).
@@ -35,7 +36,8 @@ for profile in "$@"; do
     base) ;;
     lint) want+=("${APT_LINT[@]}") ;;
     fuzz) want+=("${APT_FUZZ[@]}") ;;
-    *) die "unknown profile '$profile' (known: base lint fuzz)" ;;
+    docs) ;; # pip only: requirements-docs.txt, below
+    *) die "unknown profile '$profile' (known: base lint fuzz docs)" ;;
   esac
 done
 
@@ -94,14 +96,22 @@ if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
   "$PYTHON" -m venv --clear "$VENV"
 fi
 
-# Pip packages: reinstall only when requirements-dev.txt or the venv's
-# Python changed since the last successful install.
-stamp="$VENV/.bootstrap-stamp"
-want_stamp="$(sha256sum "$REQ" | cut -d' ' -f1) $("$VENV/bin/python" -c 'import sys; print(sys.version.split()[0])')"
-if [[ ! -f $stamp || $(<"$stamp") != "$want_stamp" ]]; then
-  say "installing $REQ into $VENV"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ"
-  printf '%s\n' "$want_stamp" >"$stamp"
-fi
+# Pip packages: reinstall only when requirements-dev.txt (requirements-docs.txt
+# for profile docs) or the venv's Python changed since the last install.
+pip_requirements() { # pip_requirements FILE STAMP
+  local want_stamp
+  want_stamp="$(sha256sum "$1" | cut -d' ' -f1) $("$VENV/bin/python" -c 'import sys; print(sys.version.split()[0])')"
+  if [[ ! -f $2 || $(<"$2") != "$want_stamp" ]]; then
+    say "installing $1 into $VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$1"
+    printf '%s\n' "$want_stamp" >"$2"
+  fi
+}
+pip_requirements "$REQ" "$VENV/.bootstrap-stamp"
+for profile in "$@"; do
+  if [[ $profile == docs ]]; then
+    pip_requirements requirements-docs.txt "$VENV/.bootstrap-docs-stamp"
+  fi
+done
 
 say "ok (venv $VENV, $("$VENV/bin/python" --version 2>&1)${*:+, profiles: $*})"
