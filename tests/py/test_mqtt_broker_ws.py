@@ -9,6 +9,7 @@ text frames, plaintext on a TLS port) is tests/c/test_mqtt_broker_ws.c."""
 from __future__ import annotations
 
 import http.client
+import os
 import shutil
 import signal
 import ssl
@@ -175,9 +176,27 @@ def test_what_other_http_and_websocket_clients_get(broker):
     assert broker.stats()["connects"] == 1
 
 
-def _cli(*args: str, **kw) -> subprocess.Popen:
+def _cli_env() -> dict[str, str]:
+    """The environment of a `python -m cymongoose` child.  Under scripts/asan-pytest.sh
+    the extension needs the ASan runtime preloaded, which that script keeps from children
+    (curl would hang): this child is ours, so it gets it back."""
+    env = dict(os.environ)
+    with open("/proc/self/maps") as f:
+        asan = next((ln.split()[-1] for ln in f if "/libasan.so" in ln), None)
+    if asan is not None:
+        env["LD_PRELOAD"] = asan
+    return env
+
+
+def _cli(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "cymongoose", "mqtt-broker", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_cli_env())
+
+
+def _cli_run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cymongoose", "mqtt-broker", *args],
+                          capture_output=True, text=True, timeout=30, env=_cli_env())
 
 
 def test_cli_serves_mqtt_ws_and_mqtts_side_by_side(certs):
@@ -220,12 +239,10 @@ def test_cli_serves_mqtt_ws_and_mqtts_side_by_side(certs):
 
 
 def test_cli_tls_options_must_match_the_listeners(certs):
-    r = subprocess.run([sys.executable, "-m", "cymongoose", "mqtt-broker", "--listen",
-                        f"wss://{HOST}:0"], capture_output=True, text=True, timeout=30)
+    r = _cli_run("--listen", f"wss://{HOST}:0")
     assert r.returncode == 2 and "--tls-cert" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "cymongoose", "mqtt-broker", "--listen",
-                        f"mqtt://{HOST}:0", "--tls-cert", str(certs.leaf.cert_path), "--tls-key",
-                        str(certs.leaf.key_path)], capture_output=True, text=True, timeout=30)
+    r = _cli_run("--listen", f"mqtt://{HOST}:0", "--tls-cert", str(certs.leaf.cert_path),
+                 "--tls-key", str(certs.leaf.key_path))
     assert r.returncode == 2 and "mqtts:// or wss://" in r.stderr
 
 
