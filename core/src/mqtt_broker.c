@@ -586,7 +586,7 @@ static void on_read(struct cm_mqtt_bconn *bc) {
   struct cm_conn *c = bc->c;
   if (bc->need_tls && !c->is_tls) {
     /* Bytes, but no TLS: nobody set it up for this mqtts:// / wss:// port. */
-    cm_error(c, "MQTT broker: no TLS on a TLS listener (tls_init it)");
+    cm_error(c, "MQTT broker: plaintext on a TLS listener (no tls_init)");
     return;
   }
   if (bc->ws) cm__mqtt_ws_handshake(bc);

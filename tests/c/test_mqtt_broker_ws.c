@@ -189,14 +189,24 @@ static bool ws_closed(struct fix *f, struct wpeer *p, int ms) {
   return false;
 }
 
-static void ws_connect_mqtt(struct fix *f, struct wpeer *p, const char *id) {
+/* CONNECT with a will on `will_topic` (NULL: none), CONNACK 0 checked. */
+static void ws_connect_will(struct fix *f, struct wpeer *p, const char *id, const char *will_topic) {
   char out[256];
   struct cm_mqtt_msg c = {.cmd = CM_MQTT_CONNECT, .clean = true, .keepalive = 60}, ack;
   c.client_id = cm_str_c(id);
+  if (will_topic != NULL) {
+    c.has_will = true;
+    c.will_topic = cm_str_c(will_topic);
+    c.will_data = cm_str_c(id);
+  }
   size_t n = encode(&c, out, sizeof(out));
   ws_frame(p, CM_WS_FIN | CM_WS_OP_BINARY, out, n);
   ASSERT(ws_packet(f, p, &ack, 3000));
   ASSERT(ack.cmd == CM_MQTT_CONNACK && ack.ack == 0);
+}
+
+static void ws_connect_mqtt(struct fix *f, struct wpeer *p, const char *id) {
+  ws_connect_will(f, p, id, NULL);
 }
 
 /* ---- the tests ----------------------------------------------------------------------- */
@@ -330,6 +340,44 @@ static void test_text_frame_closes(void) {
   ASSERT(f.errors >= 1);
   ASSERT_EQ(cm_mqtt_broker_stats(f.b).clients, 0);
   close(p.fd);
+  stop(&f);
+}
+
+static void test_wills_of_websocket_clients(void) {
+  struct fix f = {0};
+  start(&f, NULL);
+  uint16_t port = listen_on(&f, "ws://127.0.0.1:0");
+  struct wpeer sub, gone, texter, polite;
+  ws_open(&f, &sub, port, "/");
+  ws_connect_mqtt(&f, &sub, "sub");
+  char out[256];
+  struct cm_mqtt_sub s = {.topic = cm_str_c("will/#")};
+  struct cm_mqtt_msg m = {.cmd = CM_MQTT_SUBSCRIBE, .id = 1, .subs = &s, .num_subs = 1};
+  size_t n = encode(&m, out, sizeof(out));
+  ws_frame(&sub, CM_WS_FIN | CM_WS_OP_BINARY, out, n);
+  ASSERT(ws_packet(&f, &sub, &m, 3000) && m.cmd == CM_MQTT_SUBACK);
+  ws_open(&f, &gone, port, "/");
+  ws_connect_will(&f, &gone, "gone", "will/gone");
+  ws_open(&f, &texter, port, "/");
+  ws_connect_will(&f, &texter, "texter", "will/texter");
+  ws_open(&f, &polite, port, "/");
+  ws_connect_will(&f, &polite, "polite", "will/polite");
+  /* The TCP connection drops under the WebSocket: the will goes out. */
+  close(gone.fd);
+  ASSERT(ws_packet(&f, &sub, &m, 3000) && m.cmd == CM_MQTT_PUBLISH);
+  ASSERT_STR(m.topic, "will/gone");
+  /* A text message fails the client: its will too. */
+  ws_frame(&texter, CM_WS_FIN | CM_WS_OP_TEXT, "hello", 5);
+  ASSERT(ws_packet(&f, &sub, &m, 3000) && m.cmd == CM_MQTT_PUBLISH);
+  ASSERT_STR(m.topic, "will/texter");
+  /* DISCONNECT, then a close: no will. */
+  n = encode(&(struct cm_mqtt_msg){.cmd = CM_MQTT_DISCONNECT}, out, sizeof(out));
+  ws_frame(&polite, CM_WS_FIN | CM_WS_OP_BINARY, out, n);
+  ASSERT(ws_closed(&f, &polite, 3000));
+  ASSERT(!ws_packet(&f, &sub, &m, 300));
+  close(texter.fd);
+  close(polite.fd);
+  close(sub.fd);
   stop(&f);
 }
 
@@ -562,6 +610,7 @@ int main(void) {
   RUN(test_packets_across_and_within_messages);
   RUN(test_other_requests_are_answered);
   RUN(test_text_frame_closes);
+  RUN(test_wills_of_websocket_clients);
   RUN(test_tcp_and_websocket_share_the_broker);
   RUN(test_handshake_deadline_and_refusal_in_ws_open);
   RUN(test_free_with_websocket_clients);
