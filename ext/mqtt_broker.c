@@ -174,26 +174,62 @@ static int range_arg(PyObject *obj, const char *name, long lo, long hi, long dfl
   return 0;
 }
 
+/* The schemes served, and whether they are the TLS ones. */
+static const struct {
+  const char *prefix;
+  bool tls;
+} schemes[] = {{"mqtt://", false}, {"tcp://", false}, {"ws://", false}, {"mqtts://", true}, {"wss://", true}};
+
+/* The index in schemes[] of url's scheme, or -1 (ValueError set). */
+static int url_scheme(PyObject *u, const char *us) {
+  for (size_t i = 0; i < CM_ARRAY_SIZE(schemes); i++) {
+    if (is_scheme(us, schemes[i].prefix)) return (int) i;
+  }
+  PyErr_Format(PyExc_ValueError,
+               "mqtt_broker() serves mqtt://, mqtts://, ws://, wss:// and tcp:// URLs, not '%U'", u);
+  return -1;
+}
+
 static PyObject *manager_mqtt_broker(ManagerObject *self, PyObject *args, PyObject *kwargs) {
-  static char *kwlist[] = {"url", "handler", "persist", "auth", "acl", "max_inflight", "max_queued", NULL};
-  PyObject *url = NULL, *handler = Py_None, *persist_obj = Py_None, *auth_obj = Py_None, *acl_obj = Py_None;
+  static char *kwlist[] = {"url",          "handler",    "persist", "auth", "acl",
+                           "max_inflight", "max_queued", "tls",     NULL};
+  PyObject *url = NULL, *handler = Py_None, *persist_obj = NULL, *auth_obj = NULL, *acl_obj = NULL;
   PyObject *inflight_obj = NULL, *queued_obj = NULL, *persist = NULL, *auth, *acl, *result = NULL;
+  PyObject *tls = Py_None;
   const char *path = NULL;
   long inflight, queued;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|U$OOOOOO:mqtt_broker", kwlist, &url, &handler,
-                                   &persist_obj, &auth_obj, &acl_obj, &inflight_obj, &queued_obj))
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|U$OOOOOOO:mqtt_broker", kwlist, &url, &handler,
+                                   &persist_obj, &auth_obj, &acl_obj, &inflight_obj, &queued_obj, &tls))
     return NULL;
+  if (tls != Py_None && !PyObject_TypeCheck(tls, self->state->TlsOptsType)) {
+    PyErr_Format(PyExc_TypeError, "tls must be TlsOpts or None, not %.100s", Py_TYPE(tls)->tp_name);
+    return NULL;
+  }
   if (hook_arg(auth_obj, "auth", &auth) < 0 || hook_arg(acl_obj, "acl", &acl) < 0) return NULL;
   if (range_arg(inflight_obj, "max_inflight", 1, 65535, DEFAULT_INFLIGHT, &inflight) < 0 ||
       range_arg(queued_obj, "max_queued", 1, 100000000, DEFAULT_QUEUED, &queued) < 0)
     return NULL;
-  if (persist_obj != Py_None && ext_opt_path(persist_obj, &persist, &path) < 0) return NULL;
+  if (persist_obj != NULL && persist_obj != Py_None && ext_opt_path(persist_obj, &persist, &path) < 0)
+    return NULL;
   if (persist != NULL && path == NULL) Py_CLEAR(persist); /* "" means none */
+  struct ext_broker *running = self->broker;
+  if (running != NULL) { /* a later call: what it leaves out is the running broker's */
+    if (persist_obj == NULL) persist = Py_XNewRef(running->persist);
+    if (auth_obj == NULL) auth = running->auth;
+    if (acl_obj == NULL) acl = running->acl;
+    if (inflight_obj == NULL) inflight = running->max_inflight;
+    if (queued_obj == NULL) queued = (long) running->max_queued;
+  }
   PyObject *u = url != NULL ? Py_NewRef(url) : PyUnicode_FromString("mqtt://0.0.0.0:1883");
   const char *us = u != NULL ? PyUnicode_AsUTF8(u) : NULL;
   if (us == NULL) goto done;
-  if (!is_scheme(us, "mqtt://") && !is_scheme(us, "tcp://")) {
-    PyErr_Format(PyExc_ValueError, "mqtt_broker() serves mqtt:// and tcp:// URLs, not '%U'", u);
+  int scheme = url_scheme(u, us);
+  if (scheme < 0) goto done;
+  if (tls != Py_None && !schemes[scheme].tls) {
+    /* The scheme says whether the port speaks TLS.  (An mqtts:// listener
+     * without tls= may get listener.tls_init() next, or tls_init() in
+     * MG_EV_ACCEPT; a client that finds no TLS there is refused.) */
+    PyErr_Format(PyExc_ValueError, "tls= needs an mqtts:// or wss:// URL, not '%U'", u);
     goto done;
   }
   if (self->closed) { /* before making a broker the closed manager would never free */
@@ -203,6 +239,11 @@ static PyObject *manager_mqtt_broker(ManagerObject *self, PyObject *args, PyObje
   struct ext_broker *eb = get_broker(self, persist, auth, acl, inflight, queued);
   if (eb != NULL)
     result = manager_open(self, u, handler, open_listener, eb, "Failed to listen for MQTT on '%U'");
+  if (result != NULL && tls != Py_None) { /* before any client: nothing is accepted until the next poll */
+    PyObject *r = PyObject_CallMethod(result, "tls_init", "O", tls);
+    if (r == NULL) Py_CLEAR(result);
+    Py_XDECREF(r);
+  }
 done:
   Py_XDECREF(u);
   Py_XDECREF(persist);
@@ -212,10 +253,15 @@ done:
 PyMethodDef mqtt_broker_manager_methods[] = {
     {"mqtt_broker", KW_METHOD(manager_mqtt_broker),
      "mqtt_broker($self, /, url='mqtt://0.0.0.0:1883', *, handler=None, persist=None, auth=None, acl=None, "
-     "max_inflight=20, max_queued=1000)\n--\n\n"
+     "max_inflight=20, max_queued=1000, tls=None)\n--\n\n"
      "Serve MQTT 3.1.1 and 5 clients on url with this Manager's built-in broker; returns the listener.\n"
-     "The first call makes the broker (one per Manager) with its options; later calls add listeners.\n"
-     "handler sees MG_EV_OPEN / MG_EV_CLOSE of each client and MG_EV_MQTT_MSG for each PUBLISH.\n"
+     "url: mqtt:// (TCP), mqtts:// (TLS), ws://host:port[/path] (MQTT over WebSocket, subprotocol mqtt,\n"
+     "as browsers and MQTT.js speak it) or wss://.  tls=TlsOpts(cert=..., key=...) sets up TLS on an\n"
+     "mqtts:// or wss:// listener (as listener.tls_init() would); a client that finds none is refused.\n"
+     "The first call makes the broker (one per Manager) with its options; later calls add listeners,\n"
+     "which share its sessions and topics.\n"
+     "handler sees MG_EV_OPEN / MG_EV_CLOSE of each client, MG_EV_WS_OPEN (the upgrade request) of a\n"
+     "WebSocket client, and MG_EV_MQTT_MSG for each PUBLISH.\n"
      "persist: a file where retained messages and persistent sessions survive a restart.\n"
      "auth(client_id, username, password) -> bool and acl(client_id, username, topic, is_publish) -> bool\n"
      "(username / password None when not sent) may refuse a client or a topic."},

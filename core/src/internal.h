@@ -153,6 +153,17 @@ void cm__idmap_del(struct cm_idmap *m, uint64_t id);
 struct cm__http_srv *cm__http_srv_of(struct cm_conn *c);
 struct cm_ws_opts *cm__http_srv_ws(struct cm__http_srv *s);
 
+/* ws.c: another core protocol carried inside the messages of a WebSocket
+ * (the MQTT broker's ws:// listeners).  After cm__ws_carry(c, inner, arg)
+ * on an open WebSocket, `inner(arg, ev, ev_data)` receives CM_EV_WS_MSG and
+ * CM_EV_WS_CTL in place of c->fn, and CM_EV_CLOSE before the WebSocket
+ * state goes; c->fn still sees every other event (CM_EV_ERROR, ...).
+ * `inner` NULL stops it.  False if `c` is not an open WebSocket.
+ * cm__ws_carried() gives `arg` back when `inner` carries `c`, else NULL. */
+typedef void (*cm__ws_inner_fn)(void *arg, int ev, void *ev_data);
+bool cm__ws_carry(struct cm_conn *c, cm__ws_inner_fn inner, void *arg);
+void *cm__ws_carried(const struct cm_conn *c, cm__ws_inner_fn inner);
+
 /* ws_deflate.c: permessage-deflate (RFC 7692) for ws.c. */
 struct cm__ws_pmd {
   bool server_no_context; /* server_no_context_takeover */
@@ -183,8 +194,17 @@ int cm__ws_z_inflate(struct cm__ws_z *z, struct cm_str in, struct cm_iobuf *out,
 /* mqtt_broker.c, mqtt_deliver.c, mqtt_broker_ws.c: the broker's inside
  * (cm/mqtt_broker.h). */
 bool cm__mqtt_out(struct cm_mqtt_bconn *bc, const struct cm_mqtt_msg *m); /* send one packet */
+void cm__mqtt_input(struct cm_mqtt_bconn *bc, struct cm_iobuf *in);       /* parse and handle packets */
+void cm__mqtt_bconn_free(struct cm_mqtt_bconn *bc, bool will);            /* its connection closed */
+/* mqtt_broker_ws.c: a client inside WebSocket.  _handshake: the bytes of a
+ * ws:// client before its upgrade (answers the request); _out: one packet
+ * in one binary message; _close: a close frame then drain (false: not an
+ * upgraded client, nothing done); _bconn: the client state of a WebSocket
+ * connection that carries MQTT, else NULL. */
+void cm__mqtt_ws_handshake(struct cm_mqtt_bconn *bc);
 bool cm__mqtt_ws_out(struct cm_mqtt_bconn *bc, const struct cm_mqtt_msg *m, int version);
-void cm__mqtt_input(struct cm_mqtt_bconn *bc, struct cm_iobuf *in); /* parse and handle packets */
+bool cm__mqtt_ws_close(struct cm_mqtt_bconn *bc);
+struct cm_mqtt_bconn *cm__mqtt_ws_bconn(const struct cm_conn *c);
 void cm__mqtt_pump(struct cm_mqtt_bconn *bc);   /* send queued deliveries while there is room */
 void cm__mqtt_resend(struct cm_mqtt_bconn *bc); /* a resumed session: in-flight ones again */
 /* Retain and fan out `m`; `from` is the publisher (NULL: the broker). */

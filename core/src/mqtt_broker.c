@@ -43,10 +43,27 @@ enum {
 static uint64_t now_ms(const struct cm_mqtt_broker *b) { return cm__now(b->mgr); }
 
 struct cm_mqtt_broker *cm_mqtt_broker_of(struct cm_conn *c) {
-  if (c == NULL || c->pfn != cm_mqtt_broker_handler) return NULL;
-  if (c->is_listening) return c->pfn_data;
+  if (c == NULL) return NULL;
+  if (c->pfn != cm_mqtt_broker_handler) {
+    struct cm_mqtt_bconn *bc = cm__mqtt_ws_bconn(c); /* a WebSocket client */
+    return bc != NULL ? bc->broker : NULL;
+  }
+  if (c->is_listening) {
+    struct cm_mqtt_blsn *l = c->pfn_data;
+    return l != NULL ? l->broker : NULL;
+  }
   struct cm_mqtt_bconn *bc = c->pfn_data;
   return bc != NULL ? bc->broker : NULL;
+}
+
+/* Close the connection: at once, or with `drain` once what is queued has
+ * gone.  A WebSocket client gets a close frame first (RFC 6455 §7.1.2) and
+ * always drains. */
+static void hang_up(struct cm_mqtt_bconn *bc, bool drain) {
+  if (cm__mqtt_ws_close(bc)) return;
+  if (drain) cm_drain(bc->c);
+  else
+    cm_close(bc->c);
 }
 
 /* ---- small packets --------------------------------------------------------------------- */
@@ -61,9 +78,9 @@ static void fail(struct cm_mqtt_bconn *bc, uint8_t reason5, const char *why) {
   if (bc->version == CM_MQTT_V5 && bc->connected) {
     struct cm_mqtt_msg p = {.cmd = CM_MQTT_DISCONNECT, .ack = reason5};
     cm__mqtt_out(bc, &p);
-    cm_drain(bc->c);
+    hang_up(bc, true);
   } else {
-    cm_close(bc->c);
+    hang_up(bc, false);
   }
   CM_DEBUG("conn %llu: MQTT broker: %s", (unsigned long long) bc->c->id, why);
 }
@@ -74,7 +91,7 @@ static void refuse(struct cm_mqtt_bconn *bc, int version, uint8_t rc3, uint8_t r
   struct cm_mqtt_msg p = {.cmd = CM_MQTT_CONNACK, .ack = version == CM_MQTT_V5 ? rc5 : rc3};
   bc->version = (uint8_t) version;
   cm__mqtt_out(bc, &p);
-  cm_drain(bc->c);
+  hang_up(bc, true);
 }
 
 /* ---- sessions: connect and disconnect ----------------------------------------------------- */
@@ -116,9 +133,9 @@ static void take_over(struct cm_mqtt_session *s) {
   if (old->version == CM_MQTT_V5) {
     struct cm_mqtt_msg p = {.cmd = CM_MQTT_DISCONNECT, .ack = R5_TAKEN_OVER};
     cm__mqtt_out(old, &p);
-    cm_drain(old->c);
+    hang_up(old, true);
   } else {
-    cm_close(old->c);
+    hang_up(old, false);
   }
   old->graceful = false;
   /* Its will is published (5 §3.1.3.2: the network connection of the
@@ -436,7 +453,7 @@ static void on_disconnect(struct cm_mqtt_bconn *bc, const struct cm_mqtt_msg *m)
       }
     }
   }
-  cm_close(bc->c);
+  hang_up(bc, false);
 }
 
 /* One parsed packet. */
@@ -510,11 +527,18 @@ void cm__mqtt_input(struct cm_mqtt_bconn *bc, struct cm_iobuf *in) {
 
 /* ---- connections ------------------------------------------------------------------------------ */
 
-static struct cm_mqtt_bconn *bconn_new(struct cm_mqtt_broker *b, struct cm_conn *c) {
+static struct cm_mqtt_bconn *bconn_new(const struct cm_mqtt_blsn *l, struct cm_conn *c) {
+  struct cm_mqtt_broker *b = l->broker;
   struct cm_mqtt_bconn *bc = calloc(1, sizeof(*bc));
   if (bc == NULL) return NULL;
+  if (l->path != NULL && (bc->ws_path = strdup(l->path)) == NULL) {
+    free(bc);
+    return NULL;
+  }
   bc->broker = b;
   bc->c = c;
+  bc->ws = l->ws;
+  bc->need_tls = c->is_tls; /* the listener's scheme (or its tls_init) asks for TLS */
   bc->opened = bc->last_rx = now_ms(b);
   cm_iobuf_init(&bc->in, (size_t) b->opts.max_packet + 16);
   bc->next = b->conns;
@@ -526,7 +550,7 @@ static struct cm_mqtt_bconn *bconn_new(struct cm_mqtt_broker *b, struct cm_conn 
   return bc;
 }
 
-static void bconn_free(struct cm_mqtt_bconn *bc, bool will) {
+void cm__mqtt_bconn_free(struct cm_mqtt_bconn *bc, bool will) {
   struct cm_mqtt_broker *b = bc->broker;
   detach(bc, will);
   if (bc->prev != NULL) bc->prev->next = bc->next;
@@ -534,22 +558,45 @@ static void bconn_free(struct cm_mqtt_bconn *bc, bool will) {
     b->conns = bc->next;
   if (bc->next != NULL) bc->next->prev = bc->prev;
   if (bc->c->pfn_data == bc) bc->c->pfn_data = NULL;
+  if (bc->upgraded) cm__ws_carry(bc->c, NULL, NULL);
   cm_iobuf_free(&bc->in);
+  free(bc->ws_path);
   free(bc->username);
   free(bc);
 }
 
-static void forget_listener(struct cm_mqtt_broker *b, struct cm_conn *c) {
+static void blsn_free(struct cm_mqtt_blsn *l) {
+  free(l->path);
+  free(l);
+}
+
+static void forget_listener(struct cm_mqtt_blsn *l) {
+  struct cm_mqtt_broker *b = l->broker;
   for (size_t i = 0; i < b->nlsn; i++) {
-    if (b->lsn[i] != c) continue;
+    if (b->lsn[i] != l) continue;
     b->lsn[i] = b->lsn[--b->nlsn];
+    break;
+  }
+  l->c->pfn_data = NULL;
+  blsn_free(l);
+}
+
+/* The bytes of a client that is not inside WebSocket (or not yet). */
+static void on_read(struct cm_mqtt_bconn *bc) {
+  struct cm_conn *c = bc->c;
+  if (bc->need_tls && !c->is_tls) {
+    /* Bytes, but no TLS: nobody set it up for this mqtts:// / wss:// port. */
+    cm_error(c, "MQTT broker: plaintext on a TLS listener (no tls_init)");
     return;
   }
+  if (bc->ws) cm__mqtt_ws_handshake(bc);
+  else
+    cm__mqtt_input(bc, &c->recv);
 }
 
 void cm_mqtt_broker_handler(struct cm_conn *c, int ev, void *ev_data) {
   if (c->is_listening) {
-    if (ev == CM_EV_CLOSE && c->pfn_data != NULL) forget_listener(c->pfn_data, c);
+    if (ev == CM_EV_CLOSE && c->pfn_data != NULL) forget_listener(c->pfn_data);
     return;
   }
   struct cm_mqtt_bconn *bc = c->pfn_data;
@@ -560,8 +607,8 @@ void cm_mqtt_broker_handler(struct cm_conn *c, int ev, void *ev_data) {
     return;
   }
   switch (ev) {
-    case CM_EV_READ: cm__mqtt_input(bc, &c->recv); break;
-    case CM_EV_CLOSE: bconn_free(bc, true); break;
+    case CM_EV_READ: on_read(bc); break;
+    case CM_EV_CLOSE: cm__mqtt_bconn_free(bc, true); break;
     default: break;
   }
 }
@@ -584,7 +631,9 @@ static void tick(struct cm_timer *t, void *arg) {
   for (struct cm_mqtt_bconn *bc = b->conns; bc != NULL; bc = bc->next) {
     if (bc->c->is_closing) continue;
     if (!bc->connected && now - bc->opened > b->opts.connect_timeout_ms) {
-      cm_close(bc->c); /* §3.1.4 leaves the wait to the server: no CONNECT, no connection */
+      /* §3.1.4 leaves the wait to the server: no CONNECT, no connection.
+       * (A WebSocket handshake must be done within the same time.) */
+      hang_up(bc, false);
     } else if (bc->connected && bc->keepalive > 0 && now - bc->last_rx > (uint64_t) bc->keepalive * 1500) {
       /* §3.1.2.10: one and a half keep-alive periods of silence. */
       fail(bc, R5_KEEPALIVE, "keep-alive timeout");
@@ -616,6 +665,7 @@ struct cm_mqtt_broker *cm_mqtt_broker_new(struct cm_mgr *mgr, const struct cm_mq
   struct cm_mqtt_broker *b = calloc(1, sizeof(*b));
   if (b == NULL) goto oom;
   b->mgr = mgr;
+  cm_iobuf_init(&b->wsout, 0);
   if (opts != NULL) b->opts = *opts;
   defaults(&b->opts);
   if (opts != NULL && opts->persist != NULL && (b->opts.persist = strdup(opts->persist)) == NULL) goto oom;
@@ -639,19 +689,45 @@ fail:
   return NULL;
 }
 
+/* The listener state for `url`: WebSocket or not, and the path served.
+ * NULL: no memory. */
+static struct cm_mqtt_blsn *blsn_new(struct cm_mqtt_broker *b, const char *url) {
+  struct cm_url u;
+  cm_url_split(url, &u);
+  struct cm_mqtt_blsn *l = calloc(1, sizeof(*l));
+  if (l == NULL) return NULL;
+  l->broker = b;
+  l->ws = cm_str_casecmp(u.scheme, cm_str_c("ws")) || cm_str_casecmp(u.scheme, cm_str_c("wss"));
+  struct cm_str path = u.uri;
+  for (size_t i = 0; i < path.len; i++) { /* a query in the URL is not part of the path */
+    if (path.buf[i] == '?' || path.buf[i] == '#') path.len = i;
+  }
+  if (l->ws && path.len > 1 && (l->path = strndup(path.buf, path.len)) == NULL) {
+    free(l);
+    return NULL;
+  }
+  return l;
+}
+
 struct cm_conn *cm_mqtt_broker_listen(struct cm_mqtt_broker *b, const char *url, cm_handler_fn fn,
                                       void *fn_data) {
   if (b->nlsn == b->lsn_cap) {
     size_t cap = b->lsn_cap == 0 ? 4 : b->lsn_cap * 2;
-    struct cm_conn **l = realloc(b->lsn, cap * sizeof(*l));
+    struct cm_mqtt_blsn **l = realloc(b->lsn, cap * sizeof(*l));
     if (l == NULL) return NULL;
     b->lsn = l;
     b->lsn_cap = cap;
   }
+  struct cm_mqtt_blsn *l = url != NULL ? blsn_new(b, url) : NULL;
+  if (l == NULL) return NULL;
   struct cm_conn *c = cm__listen(b->mgr, url, cm_mqtt_broker_handler, fn, fn_data);
-  if (c == NULL || c->is_closing || c->pfn != cm_mqtt_broker_handler) return c;
-  c->pfn_data = b;
-  b->lsn[b->nlsn++] = c;
+  if (c == NULL || c->is_closing || c->pfn != cm_mqtt_broker_handler) {
+    blsn_free(l);
+    return c;
+  }
+  l->c = c;
+  c->pfn_data = l;
+  b->lsn[b->nlsn++] = l;
   return c;
 }
 
@@ -677,16 +753,18 @@ void cm_mqtt_broker_free(struct cm_mqtt_broker *b) {
   /* Shutting down: clients go without wills, persistent sessions stay. */
   while (b->conns != NULL) {
     struct cm_conn *c = b->conns->c;
-    bconn_free(b->conns, false);
+    cm__mqtt_bconn_free(b->conns, false);
     cm_close(c);
   }
   if (b->opts.persist != NULL && cm_mqtt_broker_save(b, err, sizeof(err)) != 0)
     CM_ERROR("MQTT broker: %s", err);
   for (size_t i = 0; i < b->nlsn; i++) {
-    b->lsn[i]->pfn_data = NULL;
-    cm_close(b->lsn[i]);
+    b->lsn[i]->c->pfn_data = NULL;
+    cm_close(b->lsn[i]->c);
+    blsn_free(b->lsn[i]);
   }
   free(b->lsn);
+  cm_iobuf_free(&b->wsout);
   cm_mqtt_store_free(&b->store);
   free((char *) b->opts.persist);
   free(b);

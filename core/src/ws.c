@@ -53,13 +53,21 @@ struct ws_state {
   char accept[32];             /* client: the Sec-WebSocket-Accept we expect */
   uint8_t rnd[64];             /* client: masking keys, refilled from the CSPRNG */
   uint8_t rnd_pos;             /* next unused byte of rnd (64: empty) */
+  cm__ws_inner_fn inner;       /* a core protocol carried inside (cm__ws_carry), or NULL */
+  void *inner_arg;             /* its argument */
 };
 
 static struct ws_state *ours(const struct cm_conn *c) { return c->pfn == cm_ws_handler ? c->pfn_data : NULL; }
 
 /* Our events go to the user handler only (cm_call would give them back to
- * us through c->pfn). */
+ * us through c->pfn); messages and control frames to the protocol carried
+ * inside, if there is one (cm__ws_carry). */
 static void fire(struct cm_conn *c, int ev, void *data) {
+  struct ws_state *st = ours(c);
+  if (st != NULL && st->inner != NULL && (ev == CM_EV_WS_MSG || ev == CM_EV_WS_CTL)) {
+    st->inner(st->inner_arg, ev, data);
+    return;
+  }
   if (c->fn != NULL) c->fn(c, ev, data);
 }
 
@@ -610,11 +618,25 @@ bool cm_ws_listen_opts(struct cm_conn *listener, const struct cm_ws_opts *opts) 
   return true;
 }
 
+bool cm__ws_carry(struct cm_conn *c, cm__ws_inner_fn inner, void *arg) {
+  struct ws_state *st = ours(c);
+  if (st == NULL || st->phase != OPEN) return false;
+  st->inner = inner;
+  st->inner_arg = inner != NULL ? arg : NULL;
+  return true;
+}
+
+void *cm__ws_carried(const struct cm_conn *c, cm__ws_inner_fn inner) {
+  const struct ws_state *st = ours(c);
+  return st != NULL && st->inner == inner ? st->inner_arg : NULL;
+}
+
 void cm_ws_handler(struct cm_conn *c, int ev, void *ev_data) {
   struct ws_state *st = c->pfn_data;
   (void) ev_data;
   if (st == NULL) return;
   if (ev == CM_EV_CLOSE) {
+    if (st->inner != NULL) st->inner(st->inner_arg, CM_EV_CLOSE, NULL);
     c->pfn_data = NULL;
     free_state(st);
     return;

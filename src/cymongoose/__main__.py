@@ -3,7 +3,7 @@
     python -m cymongoose static [DIR] --listen http://0.0.0.0:8000
     python -m cymongoose wsgi myapp:app --workers 4 --threads 8
     python -m cymongoose asgi myapp:app --listen http://127.0.0.1:9000
-    python -m cymongoose mqtt-broker --listen mqtt://0.0.0.0:1883
+    python -m cymongoose mqtt-broker --listen mqtt://0.0.0.0:1883 --listen ws://0.0.0.0:8080
 
 Run ``python -m cymongoose --help`` (or ``cymongoose --help``) for every option.
 """
@@ -40,7 +40,8 @@ examples:
   python -m cymongoose static ./public --listen http://0.0.0.0:8000
   python -m cymongoose wsgi app:app                  # Flask, Django (wsgi.py) ...
   python -m cymongoose asgi main:app --workers 4     # Starlette, FastAPI ...
-  python -m cymongoose mqtt-broker --listen mqtt://0.0.0.0:1883
+  python -m cymongoose mqtt-broker --listen mqtt://0.0.0.0:1883 --listen ws://0.0.0.0:8080
+  python -m cymongoose mqtt-broker --listen mqtts://0.0.0.0:8883 --tls-cert c.pem --tls-key k.pem
 
 MODULE:APP is imported from the current directory, like uvicorn and gunicorn do:
 "app:app" is the object `app` in app.py; "pkg.web:make_app()" calls a factory.
@@ -125,7 +126,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("app", metavar="MODULE:APP", help="where the application is, e.g. main:app")
     p = sub.add_parser(
-        "mqtt-broker", parents=[common], help="run an MQTT broker (mqtt:// and ws:// listeners)"
+        "mqtt-broker",
+        parents=[common],
+        help="run an MQTT broker (mqtt://, mqtts://, ws:// and wss:// listeners)",
     )
     p.add_argument("--persist", metavar="FILE", help="keep retained messages and sessions in FILE")
     return parser
@@ -386,6 +389,19 @@ def _run_asgi(args: argparse.Namespace, app: Any, urls: list[str], tls: Any) -> 
     return int(run(main()))
 
 
+_TLS_SCHEMES = ("mqtts", "wss")
+
+
+def _broker_tls(urls: list[str], tls: Any) -> None:
+    """mqtts:// and wss:// listeners need --tls-cert/--tls-key; plain ones ignore them (so
+    mqtt://:1883 and mqtts://:8883 run side by side), but not every one of them."""
+    secure = [u for u in urls if urlsplit(u).scheme.lower() in _TLS_SCHEMES]
+    if secure and tls is None:
+        raise CliError(f"{secure[0]} serves TLS: give --tls-cert and --tls-key")
+    if tls is not None and not secure:
+        raise CliError("--tls-cert/--tls-key need an mqtts:// or wss:// --listen URL")
+
+
 def _run_broker(args: argparse.Namespace, urls: list[str], tls: Any) -> int:
     if not hasattr(Manager, "mqtt_broker"):
         raise CliError("the MQTT broker is not available in this build of cymongoose")
@@ -393,16 +409,16 @@ def _run_broker(args: argparse.Namespace, urls: list[str], tls: Any) -> int:
     try:
         broker: Connection | None = None
         for url in urls:
+            kw: dict[str, Any] = {}
+            if urlsplit(url).scheme.lower() in _TLS_SCHEMES:
+                kw["tls"] = tls
             try:
                 if broker is None:
-                    broker = manager.mqtt_broker(url, persist=args.persist)  # type: ignore[attr-defined]
-                    listener = broker
+                    broker = manager.mqtt_broker(url, persist=args.persist, **kw)  # type: ignore[attr-defined]
                 else:
-                    listener = manager.mqtt_broker(url)  # type: ignore[attr-defined]
+                    manager.mqtt_broker(url, **kw)  # type: ignore[attr-defined]
             except RuntimeError as exc:
                 raise CliError(f"cannot listen on {url}: {exc}", EXIT_LISTEN) from None
-            if tls is not None:
-                listener.tls_init(tls)
             log.info("MQTT broker listening on %s (pid %d)", url, os.getpid())
         _serve_loop(manager)
         if broker is not None and hasattr(broker, "mqtt_broker_stats"):
@@ -435,6 +451,7 @@ def _prepare(args: argparse.Namespace) -> Callable[[], int]:
         if not hasattr(Manager, "mqtt_broker"):
             raise CliError("the MQTT broker is not available in this build of cymongoose")
         urls = _listen_urls(args, ("mqtt", "mqtts", "ws", "wss"), "mqtt://127.0.0.1:1883")
+        _broker_tls(urls, tls)
         return lambda: _run_broker(args, urls, tls)
     http_schemes = ("http", "https") if args.command != "asgi" else ("http", "https", "ws", "wss")
     if args.command == "static":

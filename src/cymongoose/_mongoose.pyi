@@ -497,9 +497,13 @@ class Manager:
         acl: Callable[[str, str | None, str, bool], bool] | None = None,
         max_inflight: int = 20,
         max_queued: int = 1000,
+        tls: TlsOpts | None = None,
     ) -> Connection:
         """Serve MQTT 3.1.1 and 5 clients with this Manager's one built-in broker;
-        returns the listener.  Later calls add listeners to the same broker."""
+        returns the listener.  ``url``: ``mqtt://``, ``mqtts://``, ``ws://host:port[/path]``
+        (MQTT over WebSocket, subprotocol ``mqtt``) or ``wss://``; ``tls`` sets up TLS
+        on an ``mqtts://`` or ``wss://`` listener.  Later calls add listeners to the
+        same broker."""
     def wakeup(self, connection_id: int, data: bytes = b"") -> bool: ...
     def timer_add(
         self,

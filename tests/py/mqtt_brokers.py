@@ -71,6 +71,11 @@ class OurBroker:
         self._thread = threading.Thread(target=self._run, name="broker", daemon=True)
         self._thread.start()
 
+    def listen(self, url: str, **opts: Any) -> int:
+        """Another listener of the same broker (ws://, mqtts:// ...); returns its port."""
+        conn = self.call(lambda: self.mgr.mqtt_broker(url, handler=self._handler, **opts))
+        return conn.local_addr[1]
+
     def _handler(self, conn: Any, ev: int, data: Any) -> None:
         if ev == MG_EV_MQTT_MSG:
             self.published.append((data.topic, data.data, data.qos))
@@ -142,13 +147,19 @@ class PahoClient:
     """A paho-mqtt client whose messages land in a queue."""
 
     def __init__(self, port: int, client_id: str = "", clean: bool = True,
-                 version: int = mqtt.MQTTv311, keepalive: int = 60) -> None:
-        kw: dict[str, Any] = {"client_id": client_id, "protocol": version}
+                 version: int = mqtt.MQTTv311, keepalive: int = 60, transport: str = "tcp",
+                 ws_path: str = "/mqtt", ssl_context: Any = None) -> None:
+        kw: dict[str, Any] = {"client_id": client_id, "protocol": version,
+                              "transport": transport}
         if version != mqtt.MQTTv5:
             kw["clean_session"] = clean
         self.clean = clean
         self.version = version
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, **kw)
+        if transport == "websockets":
+            self.c.ws_set_options(path=ws_path)
+        if ssl_context is not None:
+            self.c.tls_set_context(ssl_context)
         self.port = port
         self.keepalive = keepalive
         self.messages: queue.Queue = queue.Queue()

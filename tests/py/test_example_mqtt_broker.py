@@ -22,20 +22,20 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 def example(tmp_path):
-    env = dict(os.environ, PORT="0", PERSIST=str(tmp_path / "db"))
+    env = dict(os.environ, PORT="0", WS_PORT="0", PERSIST=str(tmp_path / "db"))
     p = subprocess.Popen([sys.executable, str(EXAMPLE)], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
     line = p.stdout.readline()
-    m = re.search(r"mqtt://[0-9.]+:(\d+)", line)
+    m = re.search(r"mqtt://[0-9.]+:(\d+) and ws://[0-9.]+:(\d+)/mqtt", line)
     assert m, line
-    yield p, int(m.group(1)), tmp_path / "db"
+    yield p, int(m.group(1)), int(m.group(2)), tmp_path / "db"
     if p.poll() is None:
         p.kill()
     p.wait(10)
 
 
 def test_example_broker(example):
-    p, port, db = example
+    p, port, ws_port, db = example
     sub = PahoClient(port, "sub")
     sub.connect()
     sub.subscribe("sensors/#", 1)
@@ -45,6 +45,14 @@ def test_example_broker(example):
     assert got["sensors/kitchen"] == b"21.5"
     assert json.loads(got["$SYS/broker/stats"])["clients"] >= 0
     assert sub.subscribe("admin/#", 0) == [0x80]  # anonymous: refused
+    web = PahoClient(ws_port, "browser", transport="websockets")  # the ws:// listener
+    assert web.connect()[0] == 0
+    assert web.subscribe("sensors/#", 1) == [1]
+    assert web.received(1)[0][:2] == ("sensors/kitchen", b"21.5")  # retained, same broker
+    web.publish("sensors/hall", b"19", 1)
+    seen = [m[:2] for m in sub.received(3, timeout=3)]  # the stats may come in between
+    assert ("sensors/hall", b"19") in seen
+    web.disconnect()
     bad = PahoClient(port, "eve")
     bad.c.username_pw_set("admin", "wrong")
     assert bad.connect()[0] == 135  # CONNACK 5: not authorised

@@ -4,9 +4,12 @@ messages, offline queueing, redelivery on reconnect, overlapping
 subscriptions, keep-alive, will, zero-length client id, subscribe failure,
 $ topics, unsubscribe.
 
-Every test runs twice: against our broker (``Manager.mqtt_broker``) and
-against mosquitto 2.0 (Debian's), with the same paho-mqtt clients, so the
-run shows that ours does at least what mosquitto does.  Where the standard
+Every test runs against our broker (``Manager.mqtt_broker``), against ours
+again with the paho clients over WebSocket (``transport="websockets"`` to a
+ws:// listener; the raw clients of the keep-alive and will cases stay on
+its TCP listener, so those cases also cross transports) and against
+mosquitto 2.0 (Debian's), with the same paho-mqtt clients, so the run shows
+that ours does at least what mosquitto does.  Where the standard
 lets a broker choose (QoS 0 while offline, one or two copies for
 overlapping subscriptions), both choices pass and ours is pinned down in
 tests/py/test_mqtt_broker.py.
@@ -28,7 +31,7 @@ WILDTOPICS = ("TopicA/+", "+/C", "#", "/#", "/+", "+/+", "TopicA/#")
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(params=["cymongoose", "mosquitto"])
+@pytest.fixture(params=["cymongoose", "cymongoose-ws", "mosquitto"])
 def broker(request: pytest.FixtureRequest, tmp_path) -> Iterator[OurBroker | Mosquitto]:
     if request.param == "mosquitto":
         if shutil.which("mosquitto") is None and not os.path.exists("/usr/sbin/mosquitto"):
@@ -36,8 +39,17 @@ def broker(request: pytest.FixtureRequest, tmp_path) -> Iterator[OurBroker | Mos
         b: OurBroker | Mosquitto = Mosquitto(tmp_path)
     else:
         b = OurBroker()
+        if request.param == "cymongoose-ws":  # paho over WebSocket, raw clients on TCP
+            b.tcp_port = b.port
+            b.port = b.listen("ws://127.0.0.1:0")
+            b.transport = "websockets"
     yield b
     b.close()
+
+
+def tcp_port(broker) -> int:
+    """The port of the raw TCP clients."""
+    return getattr(broker, "tcp_port", broker.port)
 
 
 @pytest.fixture
@@ -51,7 +63,8 @@ def clients(broker) -> Iterator[list[PahoClient]]:
 
 def client(broker, clients, client_id: str, clean: bool = True,
            keepalive: int = 60) -> PahoClient:
-    c = PahoClient(broker.port, client_id, clean=clean, keepalive=keepalive)
+    c = PahoClient(broker.port, client_id, clean=clean, keepalive=keepalive,
+                   transport=getattr(broker, "transport", "tcp"))
     clients.append(c)
     return c
 
@@ -149,7 +162,7 @@ def test_keepalive(broker, clients):
     a = client(broker, clients, "keepalive-watch")
     a.connect()
     a.subscribe(TOPICS[4], 2)
-    s = raw_connect(broker.port, "keepalive", keepalive=2,
+    s = raw_connect(tcp_port(broker), "keepalive", keepalive=2,
                     will=(TOPICS[4], b"keepalive expiry", 1, False))
     try:
         assert closed_by_peer(s, 10)  # silent for 1.5 x 2 s: closed
@@ -163,12 +176,14 @@ def test_will_message(broker, clients):
     a = client(broker, clients, "will-watch")
     a.connect()
     a.subscribe(TOPICS[2], 2)
-    s = raw_connect(broker.port, "will", will=(TOPICS[2], b"client not disconnected", 0, False))
+    s = raw_connect(tcp_port(broker), "will",
+                    will=(TOPICS[2], b"client not disconnected", 0, False))
     s.close()  # no DISCONNECT
     got = a.received(1)
     assert [(t, p) for t, p, _, _ in got] == [(TOPICS[2], b"client not disconnected")]
     # After a DISCONNECT, no will.
-    s = raw_connect(broker.port, "will2", will=(TOPICS[2], b"must not arrive", 0, False))
+    s = raw_connect(tcp_port(broker), "will2",
+                    will=(TOPICS[2], b"must not arrive", 0, False))
     s.sendall(b"\xe0\x00")
     assert closed_by_peer(s, 5)
     s.close()
@@ -182,7 +197,7 @@ def test_zero_length_clientid(broker, clients):
     with pytest.raises(ValueError):  # paho itself refuses to send it...
         PahoClient(broker.port, "", clean=False)
     # ... so a raw CONNECT asks: refused with 0x02 (identifier rejected).
-    s = socket.create_connection(("127.0.0.1", broker.port), timeout=10)
+    s = socket.create_connection(("127.0.0.1", tcp_port(broker)), timeout=10)
     s.sendall(b"\x10\x0c\x00\x04MQTT\x04\x00\x00\x3c\x00\x00")
     assert s.recv(4) == b"\x20\x02\x00\x02"
     assert closed_by_peer(s, 5)

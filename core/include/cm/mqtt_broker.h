@@ -365,6 +365,9 @@ struct cm_mqtt_bconn {
   bool connected;                    /* CONNECT accepted */
   bool graceful;                     /* DISCONNECT received: no will */
   bool ws;                           /* MQTT inside WebSocket binary messages */
+  bool upgraded;                     /* ws: the WebSocket handshake is done */
+  bool need_tls;                     /* accepted by an mqtts:// or wss:// listener */
+  char *ws_path;                     /* ws: the only path served (copy), NULL: any; freed on upgrade */
   uint16_t keepalive;                /* seconds, 0: none */
   uint32_t max_out;                  /* client's Maximum Packet Size (MQTT 5), 0: none */
   uint64_t opened;                   /* ms (cm_millis) */
@@ -380,12 +383,21 @@ struct cm_mqtt_broker {
   struct cm_mqtt_broker_stats stats; /* counters (clients, sessions ... kept current on read) */
   /* private */
   struct cm_mqtt_bconn *conns;     /* accepted connections */
-  struct cm_conn **lsn;            /* listeners serving it */
+  struct cm_mqtt_blsn **lsn;       /* listeners serving it */
   size_t nlsn, lsn_cap;            /* used / allocated */
   struct cm_timer timer;           /* keep-alive, CONNECT deadline, expiry, autosave */
   uint64_t last_save, last_expiry; /* ms */
   bool dirty;                      /* persistent state changed since the last save */
   uint32_t auto_ids;               /* counter of assigned client ids */
+  struct cm_iobuf wsout;           /* one packet for a WebSocket client, being framed */
+};
+
+/* One listener of a broker (its c->pfn_data); private. */
+struct cm_mqtt_blsn {
+  struct cm_mqtt_broker *broker; /* owner */
+  struct cm_conn *c;             /* the listening connection */
+  bool ws;                       /* ws:// or wss://: MQTT inside WebSocket */
+  char *path;                    /* ws: the only path served, NULL: any */
 };
 
 /* A broker on `mgr` with `opts` (NULL: all defaults), its store loaded from
@@ -395,12 +407,35 @@ struct cm_mqtt_broker {
  * it is overwritten). */
 struct cm_mqtt_broker *cm_mqtt_broker_new(struct cm_mgr *mgr, const struct cm_mqtt_broker_opts *opts,
                                           char *err, size_t errlen);
-/* Listen on `url` ("mqtt://host:port", or "tcp://") for MQTT clients of
- * broker `b`.  `fn(c, ev, ev_data)` sees CM_EV_OPEN, CM_EV_CLOSE and the
- * other connection events of every client, and CM_EV_MQTT_MSG (struct
- * cm_mqtt_msg *, the PUBLISH as received) for each message a client
- * publishes, after it was routed.  Any number of listeners may serve one
- * broker.  Returns the listener, or NULL as cm_listen(). */
+/* Listen on `url` for MQTT clients of broker `b`:
+ *   "mqtt://host:port" (or "tcp://"): MQTT on TCP;
+ *   "mqtts://host:port": the same over TLS: call cm_tls_init() on the
+ *     listener (cm/tls.h), whose options every accepted connection takes;
+ *   "ws://host:port[/path]": MQTT inside WebSocket (RFC 6455), as browsers
+ *     (MQTT.js) and mosquitto's websockets listeners speak it (MQTT 3.1.1
+ *     and 5 section 6): the listener answers one HTTP request per
+ *     connection, an upgrade offering the subprotocol "mqtt" (or the older
+ *     "mqttv3.1"), which it selects; then MQTT packets travel in binary
+ *     messages, any number per message and split across messages as the
+ *     client likes, and each packet the broker sends is one binary message.
+ *     A path other than "/" restricts the upgrade to that path.  Any other
+ *     request is answered and the connection closed: no WebSocket upgrade ->
+ *     426 (this endpoint serves nothing else), no "mqtt" subprotocol -> 400
+ *     (section 6 makes it mandatory), another path -> 404, a bad request ->
+ *     400, a head over 64 KiB -> 431.  A text frame closes the connection
+ *     (close code 1003, section 6: binary frames only);
+ *   "wss://host:port[/path]": the same over TLS (cm_tls_init on the listener).
+ * An mqtts:// or wss:// connection still without TLS when its first bytes
+ * arrive (no cm_tls_init on the listener, nor in its CM_EV_ACCEPT) fails
+ * with CM_EV_ERROR rather than serve plaintext on a port meant for TLS.
+ * `fn(c, ev, ev_data)` sees CM_EV_OPEN, CM_EV_CLOSE and the other
+ * connection events of every client, CM_EV_WS_OPEN (the upgrade request:
+ * path, Origin, cookies; closing the connection there refuses it) of a
+ * WebSocket client, and CM_EV_MQTT_MSG (struct cm_mqtt_msg *, the PUBLISH
+ * as received) for each message a client publishes, after it was routed.
+ * Any number of listeners of any kind may serve one broker: they share its
+ * sessions and topic tree.  Returns the listener, or NULL as cm_listen()
+ * (also for no memory). */
 struct cm_conn *cm_mqtt_broker_listen(struct cm_mqtt_broker *b, const char *url, cm_handler_fn fn,
                                       void *fn_data);
 /* Save the persistent state now (opts.persist set).  Returns 0 or a
