@@ -550,7 +550,10 @@ void cm__tls_connected(struct cm_conn *c) {
 /* A fatal SSL error: fail the connection with the best reason we have. */
 static void fail(struct cm_conn *c, struct cm__tls *t, const char *what, int err) {
   char tmp[256];
-  bool quiet = t->saw_eof && !t->got_bytes; /* a TCP probe, not a TLS peer */
+  /* A server's TCP probe (a health check that connects and leaves) is no
+   * TLS peer: nothing to report.  A client's server that hangs up on the
+   * ClientHello is a failed connection its user must hear about. */
+  bool quiet = t->is_server && t->saw_eof && !t->got_bytes;
   t->failed = true;
   c->tls_want_write = 0;
   if (quiet) {

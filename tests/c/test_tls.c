@@ -453,6 +453,29 @@ static void test_probe_is_quiet(void) {
   cm_mgr_free(&mgr);
 }
 
+/* A server that reads the ClientHello and hangs up (EOF, no byte back):
+ * the client fails with an error, it is not a quiet probe. */
+static void hang_up_fn(struct cm_conn *c, int ev, void *ev_data) {
+  (void) ev_data;
+  if (ev == CM_EV_READ && !c->is_listening) cm_close(c);
+}
+
+static void test_client_hung_up_on(void) {
+  struct cm_mgr mgr;
+  struct side cli = {.first = "x", .want = 1, .opts = client_opts(&ca, "localhost")};
+  ASSERT(cm_mgr_init(&mgr) == 0);
+  struct cm_conn *l = cm_listen(&mgr, "tcp://127.0.0.1:0", hang_up_fn, NULL);
+  ASSERT(l != NULL);
+  dial(&mgr, l, &cli, "127.0.0.1");
+  settle(&mgr, &cli);
+  ASSERT(!cli.hs && cli.closed);
+  ASSERT_EQ(cli.errors, 1);
+  if (strstr(cli.error, "closed by peer") == NULL) fprintf(stderr, "error was: %s\n", cli.error);
+  ASSERT(strstr(cli.error, "TLS handshake failed: connection closed by peer") != NULL);
+  cm_iobuf_free(&cli.got);
+  cm_mgr_free(&mgr);
+}
+
 /* tls_free then tls_init again, on a listener; twice in a row on a client. */
 static void test_reinit(void) {
   struct cm_mgr mgr;
@@ -565,6 +588,7 @@ int main(void) {
   RUN(test_mutual_tls);
   RUN(test_bad_peers);
   RUN(test_probe_is_quiet);
+  RUN(test_client_hung_up_on);
   RUN(test_reinit);
   RUN(test_many);
   RUN(test_alpn);
