@@ -4,10 +4,15 @@ and `websocket-client` (each verifying our test CA); our ws_connect("wss://...")
 with tls_init in MG_EV_CONNECT against a `websockets` server with TLS and against
 our own wss server; the host-name check (URL host, TlsOpts name=), a wrong CA, and
 the order of the bytes on the wire (the queued handshake leaves after the TLS
-handshake, never in plaintext).  Certificates: tests/py/tls_certs.py."""
+handshake, never in plaintext).  Certificates: tests/py/tls_certs.py.
+
+The `websockets` clients here are its asyncio ones: its threaded (sync) client
+loses a request now and then over TLS, against its own TLS server as well (a
+reader thread and a writer sharing one ssl socket), which is no test of ours."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import struct
@@ -36,8 +41,8 @@ from cymongoose import (
 )
 
 websockets = pytest.importorskip("websockets")
+from websockets.asyncio.client import connect as ws_connect_async  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
-from websockets.sync.client import connect as ws_client  # noqa: E402
 from websockets.sync.server import serve as ws_serve  # noqa: E402
 
 # Across the 7-bit, 16-bit and 64-bit length encodings (RFC 6455 5.2), and
@@ -130,24 +135,31 @@ def echo_all_lengths(mgr: Manager, conn: Any, cl: Client) -> None:
 # ---- our wss server, real clients -------------------------------------------------
 
 
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
 @pytest.mark.parametrize("compression", ["deflate", None])
 def test_websockets_client_against_our_wss_server(certs, compression):
-    with wss_server(certs) as (port, rec):
-        with ws_client(f"wss://localhost:{port}/echo", ssl=client_ctx(certs),
-                       compression=compression, max_size=None) as ws:
+    async def talk(port: int) -> Any:
+        async with ws_connect_async(f"wss://localhost:{port}/echo", ssl=client_ctx(certs),
+                                    compression=compression, max_size=None) as ws:
             negotiated = ws.response.headers.get("Sec-WebSocket-Extensions")
             assert (negotiated is not None) == (compression is not None)
             for n in LENGTHS:
                 text = "é" * (n // 2) + "a" * (n % 2)
-                ws.send(text)
-                assert ws.recv(timeout=20) == text
+                await ws.send(text)
+                assert await ws.recv() == text
                 blob = bytes((i * 31) & 0xFF for i in range(n))
-                ws.send(blob)
-                assert ws.recv(timeout=20) == blob
-            assert ws.ping(b"over tls").wait(10)
-            ws.close(4000, "bye over tls")
-            assert ws.protocol.close_rcvd is not None
-            assert ws.protocol.close_rcvd.code == 4000  # our server echoed the close
+                await ws.send(blob)
+                assert await ws.recv() == blob
+            await asyncio.wait_for(await ws.ping(b"over tls"), 10)
+            await ws.close(4000, "bye over tls")
+            return ws.protocol.close_rcvd
+
+    with wss_server(certs) as (port, rec):
+        close_rcvd = run(talk(port))
+        assert close_rcvd is not None and close_rcvd.code == 4000  # our server echoed it
         assert rec.handshakes == 1 and rec.opened == 1 and rec.errors == []
 
 
@@ -175,13 +187,19 @@ def test_websocket_client_library_against_our_wss_server(certs):
 
 def test_plaintext_websocket_client_on_the_wss_port_is_refused(certs):
     """A ws:// client on the TLS port gets no WebSocket (and the server goes on)."""
+    async def plain(port: int) -> None:
+        async with ws_connect_async(f"ws://127.0.0.1:{port}/", open_timeout=10):
+            pass
+
+    async def secure(port: int) -> Any:
+        async with ws_connect_async(f"wss://localhost:{port}/", ssl=client_ctx(certs)) as ws:
+            await ws.send("still serving")
+            return await ws.recv()
+
     with wss_server(certs) as (port, rec):
         with pytest.raises((ConnectionClosed, OSError, websockets.exceptions.InvalidHandshake)):
-            with ws_client(f"ws://127.0.0.1:{port}/", open_timeout=10):
-                pass
-        with ws_client(f"wss://localhost:{port}/", ssl=client_ctx(certs)) as ws:
-            ws.send("still serving")
-            assert ws.recv(timeout=10) == "still serving"
+            run(plain(port))
+        assert run(secure(port)) == "still serving"
         assert rec.opened == 1
 
 
@@ -327,3 +345,83 @@ def test_handshake_request_waits_for_tls(manager, certs):
     assert b"GET " not in peer.got
     assert cl.opened is None
     assert cl.errors == ["TLS handshake failed: connection closed by peer"]
+
+
+def test_server_speaks_first_and_sees_alpn(manager, certs):
+    """A websockets server that sends at once: its first message may share a
+    TLS record with the 101, and must not wait for another edge.  Our client
+    offers ALPN http/1.1 (its upgrade request is HTTP/1.1)."""
+    def greet(ws: Any) -> None:
+        ws.send(f"alpn {ws.socket.selected_alpn_protocol()}")
+        ws.send(b"\x07" * 100_000)
+        for msg in ws:
+            ws.send(msg)
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(certs.leaf.cert_path), str(certs.leaf.key_path))
+    ctx.set_alpn_protocols(["http/1.1"])
+    srv = ws_serve(greet, HOST, 0, ssl=ctx)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        port = srv.socket.getsockname()[1]
+        _, cl = wss_connect(manager, f"wss://localhost:{port}/", TlsOpts(ca=certs.root.cert))
+        assert cl.opened is not None, cl.errors
+        assert poll_until(manager, lambda: len(cl.msgs) >= 2, timeout=10)
+        assert cl.msgs == [(0x81, b"alpn http/1.1"), (0x82, b"\x07" * 100_000)]
+    finally:
+        srv.shutdown()
+        t.join(10)
+
+
+def test_request_and_first_frame_in_one_record(certs):
+    """A client that writes its upgrade request and a first frame in one TLS
+    record: the frame is the WebSocket's, echoed after the 101."""
+    from ws_peers import OP_TEXT, frame
+
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    request = (f"GET /x HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               f"Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    with wss_server(certs) as (port, rec):
+        raw = socket.create_connection((HOST, port), timeout=DEFAULT_TIMEOUT)
+        with client_ctx(certs).wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(request + frame(OP_TEXT, b"right behind the request"))
+            buf = b""
+            while b"right behind the request" not in buf:
+                chunk = s.recv(65536)
+                assert chunk, buf
+                buf += chunk
+        head, _, frames = buf.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 ")
+        assert frames == b"\x81\x18right behind the request"
+        assert rec.msgs == 1 and rec.errors == []
+
+
+def test_server_initiated_close_over_tls(certs):
+    """Our server sends a close frame (as the ASGI server does): it reaches the
+    client before the connection (and its TLS session) ends."""
+    def handler(conn: Any, ev: int, data: Any) -> None:
+        if ev == 11:  # MG_EV_HTTP_MSG
+            conn.ws_upgrade(data)
+        elif ev == MG_EV_WS_MSG:
+            conn.ws_send(struct.pack("!H", 4001) + b"server says bye", 8)
+
+    mgr = Manager(handler)
+    try:
+        lsn = mgr.listen(f"https://{HOST}:0")
+        lsn.tls_init(TlsOpts(cert=certs.leaf.cert, key=certs.leaf.key))
+        async def talk(port: int) -> ConnectionClosed:
+            async with ws_connect_async(f"wss://localhost:{port}/", ssl=client_ctx(certs)) as ws:
+                await ws.send("close please")
+                with pytest.raises(ConnectionClosed) as info:
+                    await ws.recv()
+                return info.value
+
+        with serve(mgr, step_ms=5):
+            closed = run(talk(lsn.local_addr[1]))
+        assert closed.rcvd is not None
+        assert (closed.rcvd.code, closed.rcvd.reason) == (4001, "server says bye")
+        assert closed.sent is not None and closed.sent.code == 4001  # echoed
+    finally:
+        mgr.close()
