@@ -192,8 +192,10 @@ static PyObject *manager_mqtt_broker(ManagerObject *self, PyObject *args, PyObje
   PyObject *u = url != NULL ? Py_NewRef(url) : PyUnicode_FromString("mqtt://0.0.0.0:1883");
   const char *us = u != NULL ? PyUnicode_AsUTF8(u) : NULL;
   if (us == NULL) goto done;
-  if (!is_scheme(us, "mqtt://") && !is_scheme(us, "tcp://")) {
-    PyErr_Format(PyExc_ValueError, "mqtt_broker() serves mqtt:// and tcp:// URLs, not '%U'", u);
+  /* mqtts://: the caller sets TLS up with tls_init on the listener, as for
+   * any other (TLS is never automatic, SPEC 2.8). */
+  if (!is_scheme(us, "mqtt://") && !is_scheme(us, "mqtts://") && !is_scheme(us, "tcp://")) {
+    PyErr_Format(PyExc_ValueError, "mqtt_broker() serves mqtt://, mqtts:// and tcp:// URLs, not '%U'", u);
     goto done;
   }
   if (self->closed) { /* before making a broker the closed manager would never free */
@@ -214,6 +216,7 @@ PyMethodDef mqtt_broker_manager_methods[] = {
      "mqtt_broker($self, /, url='mqtt://0.0.0.0:1883', *, handler=None, persist=None, auth=None, acl=None, "
      "max_inflight=20, max_queued=1000)\n--\n\n"
      "Serve MQTT 3.1.1 and 5 clients on url with this Manager's built-in broker; returns the listener.\n"
+     "mqtts:// (MQTT over TLS): call tls_init on the listener it returns.\n"
      "The first call makes the broker (one per Manager) with its options; later calls add listeners.\n"
      "handler sees MG_EV_OPEN / MG_EV_CLOSE of each client and MG_EV_MQTT_MSG for each PUBLISH.\n"
      "persist: a file where retained messages and persistent sessions survive a restart.\n"

@@ -125,7 +125,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("app", metavar="MODULE:APP", help="where the application is, e.g. main:app")
     p = sub.add_parser(
-        "mqtt-broker", parents=[common], help="run an MQTT broker (mqtt:// and ws:// listeners)"
+        "mqtt-broker",
+        parents=[common],
+        help="run an MQTT broker (mqtt://, and mqtts:// with --tls-cert/--tls-key)",
     )
     p.add_argument("--persist", metavar="FILE", help="keep retained messages and sessions in FILE")
     return parser
@@ -434,7 +436,7 @@ def _prepare(args: argparse.Namespace) -> Callable[[], int]:
     if args.command == "mqtt-broker":
         if not hasattr(Manager, "mqtt_broker"):
             raise CliError("the MQTT broker is not available in this build of cymongoose")
-        urls = _listen_urls(args, ("mqtt", "mqtts", "ws", "wss"), "mqtt://127.0.0.1:1883")
+        urls = _listen_urls(args, ("mqtt", "mqtts"), "mqtt://127.0.0.1:1883")
         return lambda: _run_broker(args, urls, tls)
     http_schemes = ("http", "https") if args.command != "asgi" else ("http", "https", "ws", "wss")
     if args.command == "static":

@@ -181,3 +181,49 @@ def test_our_client_through_our_raw_tls_listener(manager, certs):
     conn.mqtt_pub("self/x", "to myself", qos=1)
     assert poll_until(manager, lambda: log.msgs()), log.events
     assert log.msgs()[0][1:4] == ("self/x", b"to myself", 1)
+
+
+# ---- paho-mqtt over TLS, our broker ----------------------------------------------------
+
+
+def paho_round_trip(port: int, certs: tls_certs.Certs, prefix: str) -> list[Any]:
+    """A subscriber and a publisher over TLS; what the subscriber got."""
+    sub, got = paho_tls(port, f"{prefix}-sub", certs)
+    pub, _ = paho_tls(port, f"{prefix}-pub", certs)
+    try:
+        subacked: list[int] = []
+        sub.on_subscribe = lambda *a: subacked.append(1)
+        res, _mid = sub.subscribe("b/#", qos=1)
+        assert res == 0
+        assert wait_until(lambda: subacked, timeout=10)  # QoS 0 below needs it in place
+        for q in (0, 1, 2):
+            pub.publish(f"b/q{q}", f"tls {q}".encode(), qos=q).wait_for_publish(timeout=10)
+        assert wait_until(lambda: len(got) == 3, timeout=10), got
+        return sorted(got)
+    finally:
+        for c in (sub, pub):
+            c.disconnect()
+            c.loop_stop()
+
+
+def test_paho_over_tls_through_our_broker(manager, certs):
+    if not hasattr(manager, "mqtt_broker"):
+        pytest.skip("the broker is not in this build")
+    lsn = manager.mqtt_broker(f"mqtts://{HOST}:0")
+    lsn.tls_init(TlsOpts(cert=certs.leaf.cert, key=certs.leaf.key))
+    assert lsn.is_tls
+    with serve(manager):
+        got = paho_round_trip(lsn.local_addr[1], certs, "brk")
+    assert got == [(f"b/q{q}", f"tls {q}".encode(), min(q, 1)) for q in (0, 1, 2)]
+    assert lsn.mqtt_broker_stats()["connects"] == 2
+
+
+def test_cli_mqtt_broker_over_tls(certs):
+    from test_cli import serve as cli_serve
+
+    args = ["--tls-cert", str(certs.leaf.cert_path), "--tls-key", str(certs.leaf.key_path)]
+    with cli_serve("mqtt-broker", "--listen", f"mqtts://{HOST}:0", *args) as s:
+        port = int(s.wait_log(r"listening on (\S+)")[0].group(1).rsplit(":", 1)[1])
+        got = paho_round_trip(port, certs, "cli")
+        assert got == [(f"b/q{q}", f"tls {q}".encode(), min(q, 1)) for q in (0, 1, 2)]
+        assert s.stop() == 0
