@@ -216,14 +216,3 @@ def test_paho_over_tls_through_our_broker(manager, certs):
         got = paho_round_trip(lsn.local_addr[1], certs, "brk")
     assert got == [(f"b/q{q}", f"tls {q}".encode(), min(q, 1)) for q in (0, 1, 2)]
     assert lsn.mqtt_broker_stats()["connects"] == 2
-
-
-def test_cli_mqtt_broker_over_tls(certs):
-    from test_cli import serve as cli_serve
-
-    args = ["--tls-cert", str(certs.leaf.cert_path), "--tls-key", str(certs.leaf.key_path)]
-    with cli_serve("mqtt-broker", "--listen", f"mqtts://{HOST}:0", *args) as s:
-        port = int(s.wait_log(r"listening on (\S+)")[0].group(1).rsplit(":", 1)[1])
-        got = paho_round_trip(port, certs, "cli")
-        assert got == [(f"b/q{q}", f"tls {q}".encode(), min(q, 1)) for q in (0, 1, 2)]
-        assert s.stop() == 0

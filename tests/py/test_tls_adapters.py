@@ -1,6 +1,6 @@
 """TLS under the Python layers: the command line's --tls-cert/--tls-key (static, WSGI,
-ASGI, several workers, an ASGI WebSocket route over wss://) and AsyncManager, with curl,
-Python's ssl and the websockets library as clients."""
+ASGI, several workers, an ASGI WebSocket route over wss://, the MQTT broker over
+mqtts://) and AsyncManager, with curl, Python's ssl, websockets and paho-mqtt as clients."""
 
 from __future__ import annotations
 
@@ -128,4 +128,17 @@ def test_cli_asgi_websocket_over_tls(tmp_path, certs):
         url = s.url.replace("https://127.0.0.1", "wss://localhost")
         got = asyncio.run(asyncio.wait_for(talk(url), 30))
         assert got == ["scheme wss", "HELLO TLS", b"\x01\x00" * 40000]
+        assert s.stop() == 0
+
+
+def test_cli_mqtt_broker_over_tls(certs):
+    """python -m cymongoose mqtt-broker --listen mqtts://... --tls-cert/--tls-key, with
+    paho-mqtt over TLS (a subprocess: not in scripts/asan-pytest.sh's list)."""
+    pytest.importorskip("paho.mqtt.client")
+    from test_mqtts import paho_round_trip
+
+    with serve("mqtt-broker", "--listen", "mqtts://127.0.0.1:0", *tls_args(certs)) as s:
+        port = int(s.wait_log(r"listening on (\S+)")[0].group(1).rsplit(":", 1)[1])
+        got = paho_round_trip(port, certs, "cli")
+        assert got == [(f"b/q{q}", f"tls {q}".encode(), min(q, 1)) for q in (0, 1, 2)]
         assert s.stop() == 0
