@@ -27,6 +27,7 @@ from conftest import DEFAULT_TIMEOUT, HOST, poll_until, serve
 from ws_peers import Echo
 
 from cymongoose import (
+    MG_EV_ACCEPT,
     MG_EV_CLOSE,
     MG_EV_CONNECT,
     MG_EV_ERROR,
@@ -423,5 +424,33 @@ def test_server_initiated_close_over_tls(certs):
         assert closed.rcvd is not None
         assert (closed.rcvd.code, closed.rcvd.reason) == (4001, "server says bye")
         assert closed.sent is not None and closed.sent.code == 4001  # echoed
+    finally:
+        mgr.close()
+
+
+def test_tls_init_in_accept_then_ws_upgrade(certs):
+    """The original's documented pattern: tls_init in MG_EV_ACCEPT on an https://
+    listener without options of its own; the upgrade runs over it."""
+    websocket = pytest.importorskip("websocket")
+    rec = WssEcho()
+
+    def handler(conn: Any, ev: int, data: Any) -> None:
+        if ev == MG_EV_ACCEPT:
+            conn.tls_init(TlsOpts(cert=certs.leaf.cert, key=certs.leaf.key))
+        rec(conn, ev, data)
+
+    mgr = Manager(handler)
+    try:
+        lsn = mgr.listen(f"https://{HOST}:0")
+        with serve(mgr, step_ms=5):
+            ws = websocket.create_connection(
+                f"wss://localhost:{lsn.local_addr[1]}/", timeout=10,
+                sslopt={"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": str(certs.root.cert_path)})
+            try:
+                ws.send("accepted, then upgraded")
+                assert ws.recv() == "accepted, then upgraded"
+            finally:
+                ws.close()
+        assert rec.handshakes == 1 and rec.opened == 1 and rec.errors == []
     finally:
         mgr.close()
