@@ -10,7 +10,8 @@
 #                  test_resolve.py test_ws_rfc.py test_ws_api.py
 #                  test_ws_peers.py test_ws_client_rfc.py test_mqtt_client.py
 #                  test_mqtt_listen.py test_mqtt_broker.py test_mqtt_interop.py
-#                  test_mqtt_broker_ws.py test_abuse.py  (PYTEST_ARGS replace the list)
+#                  test_mqtt_broker_ws.py test_wss.py test_mqtts.py
+#                  test_abuse.py  (PYTEST_ARGS replace the list)
 #   ASAN_VENV      venv of the sanitized build (default build/venv-asan)
 #   ASAN_BUILD     meson build dir (default build/asan-ext; kept, so a second
 #                  run recompiles only what changed)
@@ -88,7 +89,8 @@ if [[ $# -eq 0 ]]; then
     tests/py/test_http_strict.py tests/py/test_sntp.py tests/py/test_resolve.py tests/py/test_ws_rfc.py \
     tests/py/test_ws_api.py tests/py/test_ws_peers.py tests/py/test_ws_client_rfc.py \
     tests/py/test_mqtt_client.py tests/py/test_mqtt_listen.py tests/py/test_mqtt_broker.py \
-    tests/py/test_mqtt_interop.py tests/py/test_mqtt_broker_ws.py
+    tests/py/test_mqtt_interop.py tests/py/test_mqtt_broker_ws.py tests/py/test_wss.py \
+    tests/py/test_mqtts.py
 fi
 say "pytest $*"
 start=$SECONDS

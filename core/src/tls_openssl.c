@@ -408,12 +408,14 @@ static bool is_ip_literal(const char *s) {
 
 /* Client: SNI and the name to check (RFC 6066 3: no SNI for an IP; the
  * certificate must then carry the IP in its SAN).  ALPN: http/1.1 for an
- * HTTP client (WebSocket included: its upgrade is HTTP/1.1). */
+ * HTTP client, and for a WebSocket client before its upgrade (a request in
+ * HTTP/1.1, RFC 6455 4.1; cm_ws_connect makes c->pfn the WebSocket
+ * handler from the start). */
 static bool client_setup(struct cm_conn *c, struct cm__tls *t) {
   SSL *ssl = t->ssl;
   SSL_set_connect_state(ssl);
-  if (c->pfn == cm_http_handler && SSL_set_alpn_protos(ssl, (const unsigned char *) "\x08http/1.1", 9) != 0)
-    return false;
+  bool http = c->pfn == cm_http_handler || (c->pfn == cm_ws_handler && !c->is_websocket);
+  if (http && SSL_set_alpn_protos(ssl, (const unsigned char *) "\x08http/1.1", 9) != 0) return false;
   const char *name = t->host;
   if (name == NULL || name[0] == '\0') return true;
   bool ip = is_ip_literal(name);
@@ -550,7 +552,10 @@ void cm__tls_connected(struct cm_conn *c) {
 /* A fatal SSL error: fail the connection with the best reason we have. */
 static void fail(struct cm_conn *c, struct cm__tls *t, const char *what, int err) {
   char tmp[256];
-  bool quiet = t->saw_eof && !t->got_bytes; /* a TCP probe, not a TLS peer */
+  /* A server's TCP probe (a health check that connects and leaves) is no
+   * TLS peer: nothing to report.  A client's server that hangs up on the
+   * ClientHello is a failed connection its user must hear about. */
+  bool quiet = t->is_server && t->saw_eof && !t->got_bytes;
   t->failed = true;
   c->tls_want_write = 0;
   if (quiet) {

@@ -453,6 +453,29 @@ static void test_probe_is_quiet(void) {
   cm_mgr_free(&mgr);
 }
 
+/* A server that reads the ClientHello and hangs up (EOF, no byte back):
+ * the client fails with an error, it is not a quiet probe. */
+static void hang_up_fn(struct cm_conn *c, int ev, void *ev_data) {
+  (void) ev_data;
+  if (ev == CM_EV_READ && !c->is_listening) cm_close(c);
+}
+
+static void test_client_hung_up_on(void) {
+  struct cm_mgr mgr;
+  struct side cli = {.first = "x", .want = 1, .opts = client_opts(&ca, "localhost")};
+  ASSERT(cm_mgr_init(&mgr) == 0);
+  struct cm_conn *l = cm_listen(&mgr, "tcp://127.0.0.1:0", hang_up_fn, NULL);
+  ASSERT(l != NULL);
+  dial(&mgr, l, &cli, "127.0.0.1");
+  settle(&mgr, &cli);
+  ASSERT(!cli.hs && cli.closed);
+  ASSERT_EQ(cli.errors, 1);
+  if (strstr(cli.error, "closed by peer") == NULL) fprintf(stderr, "error was: %s\n", cli.error);
+  ASSERT(strstr(cli.error, "TLS handshake failed: connection closed by peer") != NULL);
+  cm_iobuf_free(&cli.got);
+  cm_mgr_free(&mgr);
+}
+
 /* tls_free then tls_init again, on a listener; twice in a row on a client. */
 static void test_reinit(void) {
   struct cm_mgr mgr;
@@ -501,7 +524,8 @@ static void test_many(void) {
 }
 
 /* ALPN: an HTTP client offers http/1.1 and an HTTP server picks it; a
- * plain TCP client offers nothing and gets nothing. */
+ * plain TCP client offers nothing and gets nothing; a WebSocket client
+ * offers http/1.1. */
 struct alpn_log {
   char server[16], client[16];
   bool done;
@@ -531,9 +555,19 @@ static void alpn_client(struct cm_conn *c, int ev, void *ev_data) {
   (void) ev_data;
 }
 
+/* A WebSocket client: its upgrade request is HTTP/1.1, so it offers it. */
+static void alpn_ws_client(struct cm_conn *c, int ev, void *ev_data) {
+  struct alpn_log *lg = c->fn_data;
+  struct cm_tls_opts o = client_opts(&ca, "localhost");
+  if (ev == CM_EV_CONNECT) cm_tls_init(c, &o);
+  if (ev == CM_EV_TLS_HS) copy_alpn(lg->client, c);
+  if (ev == CM_EV_CLOSE) lg->done = true; /* the 200 is no 101: handshake error */
+  (void) ev_data;
+}
+
 static void test_alpn(void) {
   struct cm_mgr mgr;
-  struct alpn_log http = {0}, raw = {0};
+  struct alpn_log http = {0}, raw = {0}, ws = {0};
   ASSERT(cm_mgr_init(&mgr) == 0);
   struct cm_conn *l = cm_http_listen(&mgr, "https://127.0.0.1:0", alpn_server, &http);
   struct cm_tls_opts so = server_opts(&leaf);
@@ -548,6 +582,11 @@ static void test_alpn(void) {
   ASSERT(cm_connect(&mgr, url, alpn_client, &raw) != NULL);
   ASSERT(cm_test_poll_until(&mgr, &raw.done, 10000));
   ASSERT(raw.client[0] == '\0' && raw.server[0] == '\0');
+  l->fn_data = &ws;
+  snprintf(url, sizeof(url), "wss://127.0.0.1:%u/", l->loc.port);
+  ASSERT(cm_ws_connect(&mgr, url, NULL, NULL, alpn_ws_client, &ws) != NULL);
+  ASSERT(cm_test_poll_until(&mgr, &ws.done, 10000));
+  ASSERT(strcmp(ws.server, "http/1.1") == 0 && strcmp(ws.client, "http/1.1") == 0);
   cm_mgr_free(&mgr);
 }
 
@@ -565,6 +604,7 @@ int main(void) {
   RUN(test_mutual_tls);
   RUN(test_bad_peers);
   RUN(test_probe_is_quiet);
+  RUN(test_client_hung_up_on);
   RUN(test_reinit);
   RUN(test_many);
   RUN(test_alpn);

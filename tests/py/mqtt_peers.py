@@ -4,6 +4,8 @@ loopback port, and a recorder of MQTT events.
 The broker gets a generated configuration (one listener on 127.0.0.1, no
 persistence, nothing written outside its temporary directory) and is stopped
 (SIGTERM, then SIGKILL) when the ``with`` block ends.  Everything is bounded.
+With ``tls=`` (a CA file, a certificate chain file and its key file, e.g. from
+tls_certs.py) the listener speaks MQTT over TLS only (mqtts://).
 """
 
 from __future__ import annotations
@@ -38,16 +40,35 @@ def _accepts(port: int) -> bool:
     return False
 
 
+def _tls_lines(tmp: str, tls: tuple[Path, Path, Path] | None) -> str:
+    """The listener's TLS options; the files copied next to the configuration,
+    readable by the user mosquitto drops to when started as root."""
+    if tls is None:
+        return ""
+    lines = ""
+    for option, src in zip(("cafile", "certfile", "keyfile"), tls, strict=True):
+        dst = Path(tmp) / f"{option}.pem"
+        shutil.copyfile(src, dst)
+        dst.chmod(0o644)
+        lines += f"{option} {dst}\n"
+    Path(tmp).chmod(0o755)
+    return lines
+
+
 @contextlib.contextmanager
-def mosquitto(extra: str = "allow_anonymous true\n", timeout: float = 10.0) -> Iterator[int]:
-    """Run mosquitto on a free loopback port; yields the port."""
+def mosquitto(extra: str = "allow_anonymous true\n", timeout: float = 10.0,
+              tls: tuple[Path, Path, Path] | None = None) -> Iterator[int]:
+    """Run mosquitto on a free loopback port; yields the port.  `tls`: (cafile,
+    certfile, keyfile) paths make it a TLS listener."""
     if not Path(MOSQUITTO).exists():
         pytest.skip("mosquitto is not installed (scripts/bootstrap.sh installs it)")
     with tempfile.TemporaryDirectory(prefix="cm-mosquitto-") as tmp:
+        tls_lines = _tls_lines(tmp, tls)
         for _attempt in range(3):  # another process may take the port first
             port = _free_port()
             conf = Path(tmp) / "mosquitto.conf"
-            conf.write_text(f"listener {port} {HOST}\npersistence false\nlog_dest none\n{extra}")
+            conf.write_text(f"listener {port} {HOST}\n{tls_lines}persistence false\n"
+                            f"log_dest none\n{extra}")
             proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE)
             deadline = time.monotonic() + timeout

@@ -1,5 +1,6 @@
 """TLS under the Python layers: the command line's --tls-cert/--tls-key (static, WSGI,
-ASGI, several workers) and AsyncManager, with curl and Python's ssl as clients."""
+ASGI, several workers, an ASGI WebSocket route over wss://, the MQTT broker over
+mqtts://) and AsyncManager, with curl, Python's ssl, websockets and paho-mqtt as clients."""
 
 from __future__ import annotations
 
@@ -85,3 +86,59 @@ def test_async_manager_tls(certs):
             return await asyncio.to_thread(get, f"https://localhost:{port}/", certs)
 
     assert asyncio.run(asyncio.wait_for(main(), 30)) == b"async tls"
+
+
+WS_APP = '''
+async def ws_app(scope, receive, send):
+    if scope["type"] != "websocket":
+        return
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.send", "text": "scheme " + scope["scheme"]})
+    while True:
+        m = await receive()
+        if m["type"] == "websocket.disconnect":
+            return
+        if m.get("bytes") is not None:
+            await send({"type": "websocket.send", "bytes": m["bytes"][::-1]})
+        else:
+            await send({"type": "websocket.send", "text": m["text"].upper()})
+'''
+
+
+def test_cli_asgi_websocket_over_tls(tmp_path, certs):
+    """python -m cymongoose asgi --tls-cert/--tls-key: a WebSocket route over wss://,
+    with the websockets client verifying our CA."""
+    pytest.importorskip("websockets")
+    from websockets.asyncio.client import connect
+
+    (tmp_path / "wsapp.py").write_text(WS_APP)
+
+    async def talk(url: str) -> list[Any]:
+        ctx = ssl.create_default_context(cafile=str(certs.root.cert_path))
+        async with connect(url + "/ws", ssl=ctx) as ws:
+            out = [await asyncio.wait_for(ws.recv(), 10)]
+            for msg in ("hello tls", b"\x00\x01" * 40000):
+                await ws.send(msg)
+                out.append(await asyncio.wait_for(ws.recv(), 10))
+            return out
+
+    with serve("asgi", "wsapp:ws_app", "--listen", "https://127.0.0.1:0", *tls_args(certs),
+               cwd=tmp_path) as s:
+        url = s.url.replace("https://127.0.0.1", "wss://localhost")
+        got = asyncio.run(asyncio.wait_for(talk(url), 30))
+        assert got == ["scheme wss", "HELLO TLS", b"\x01\x00" * 40000]
+        assert s.stop() == 0
+
+
+def test_cli_mqtt_broker_over_tls(certs):
+    """python -m cymongoose mqtt-broker --listen mqtts://... --tls-cert/--tls-key, with
+    paho-mqtt over TLS (a subprocess: not in scripts/asan-pytest.sh's list)."""
+    pytest.importorskip("paho.mqtt.client")
+    from test_mqtts import paho_round_trip
+
+    with serve("mqtt-broker", "--listen", "mqtts://127.0.0.1:0", *tls_args(certs)) as s:
+        port = int(s.wait_log(r"listening on (\S+)")[0].group(1).rsplit(":", 1)[1])
+        got = paho_round_trip(port, certs, "cli")
+        assert got == [(f"b/q{q}", f"tls {q}".encode(), min(q, 1)) for q in (0, 1, 2)]
+        assert s.stop() == 0
