@@ -750,6 +750,33 @@ static size_t reply_tail(char *buf, int status, size_t len) {
   return n + 4;
 }
 
+bool cm_http_closes_after(const struct cm_conn *c) {
+  const struct http_state *st = ours(c);
+  return st != NULL && !c->is_client && !c->is_listening && !st->keep_alive;
+}
+
+bool cm_http_has_field(const char *h, size_t len, const char *name) {
+  size_t n = strlen(name);
+  for (size_t at = 0; h != NULL && at < len;) {
+    if (len - at > n && h[at + n] == ':' && cm_str_casecmp(cm_str_n(h + at, n), cm_str_n(name, n)))
+      return true;
+    const char *nl = memchr(h + at, '\n', len - at);
+    if (nl == NULL) break;
+    at = (size_t) (nl - h) + 1;
+  }
+  return false;
+}
+
+/* The field a final response carries when the connection closes after it
+ * (RFC 9112 §9.6: the server that closes says so; clients such as wrk
+ * otherwise count the close as a read error).  Looked for in the caller's
+ * headers only on such a connection: keep-alive replies pay nothing. */
+static const char close_field[] = "Connection: close\r\n";
+
+static bool needs_close_field(const struct cm_conn *c, int status, const char *headers, size_t len) {
+  return status >= 200 && cm_http_closes_after(c) && !cm_http_has_field(headers, len, "Connection");
+}
+
 bool cm_http_reply(struct cm_conn *c, int status, const char *headers, size_t headers_len, const void *body,
                    size_t len) {
   char start[96], tail[48];
@@ -760,12 +787,14 @@ bool cm_http_reply(struct cm_conn *c, int status, const char *headers, size_t he
   size_t sn = status_line(start, status);
   size_t tn = reply_tail(tail, status, len);
   size_t sent = answers_head(c) ? 0 : len;
-  size_t fixed = sn + tn;
+  bool add_close = needs_close_field(c, status, headers, headers_len);
+  size_t fixed = sn + tn + (add_close ? sizeof(close_field) - 1 : 0);
   if (headers_len > SIZE_MAX - fixed || sent > SIZE_MAX - fixed - headers_len) return false;
   /* Reserve once: the response goes out whole or not at all. */
   if (cm_iobuf_reserve(&c->send, fixed + headers_len + sent) != 0) return false;
   put(c, start, sn);
   put(c, headers, headers_len);
+  if (add_close) put(c, close_field, sizeof(close_field) - 1);
   put(c, tail, tn);
   put(c, body, sent);
   if (c->is_resp) c->resp_class = (unsigned) (status / 100 <= 5 ? status / 100 : 7) & 7u;

@@ -27,6 +27,7 @@ struct server {
   bool close_in_hdrs;      /* cm_close() in HTTP_HDRS */
   bool upgrade;            /* answer 101 and switch to a raw protocol */
   int fail;                /* 1: fail the request (500); 2: after a partial answer */
+  const char *fields;      /* headers of the 200 (NULL: Content-Type only) */
   struct cm_conn *pending; /* deferred connection */
   bool closed;             /* an accepted connection got CLOSE */
 };
@@ -71,8 +72,8 @@ static void on_msg(struct cm_conn *c, struct server *s, struct cm_http_msg *hm) 
   } else if (s->defer) {
     s->pending = c;
   } else {
-    static const char h[] = "Content-Type: text/plain\r\n";
-    ASSERT(cm_http_reply(c, 200, h, sizeof(h) - 1, hm->uri.buf, hm->uri.len));
+    const char *h = s->fields != NULL ? s->fields : "Content-Type: text/plain\r\n";
+    ASSERT(cm_http_reply(c, 200, h, strlen(h), hm->uri.buf, hm->uri.len));
   }
 }
 
@@ -259,7 +260,8 @@ static void test_deferred(void) {
 static void test_deferred_close(void) {
   struct fixture f;
   struct inbox in = {0};
-  static const char want[] = RESP("4\r\n\r\nlate");
+  static const char want[] =
+      "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 4\r\n\r\nlate";
   setup(&f);
   f.srv.defer = true;
   int fd = cm_test_peer_connect(f.port);
@@ -276,36 +278,56 @@ static void test_deferred_close(void) {
   cm_mgr_free(&f.mgr);
 }
 
+/* A request that ends its connection gets a response that says so (RFC
+ * 9112 §9.6), once: a Connection field of the handler's is not doubled. */
 static void test_connection_close(void) {
   static const char *const reqs[] = {
       "GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /never HTTP/1.1\r\nHost: x\r\n\r\n",
       "GET /c HTTP/1.0\r\n\r\nGET /never HTTP/1.0\r\n\r\n",
+      "GET /c HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Close\r\n\r\n",
+      "GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+      "GET /c HTTP/1.0\r\n\r\n",
   };
-  static const char want[] = RESP("2\r\n\r\n/c");
+  static const char *const hdrs[] = {
+      NULL,
+      NULL,
+      NULL,
+      "Content-Type: text/plain\r\nconnection: close\r\n",
+      "Content-Type: text/plain\r\nCONNECTION:close\r\n",
+  };
+  static const char *const want[] = {
+      "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 2\r\n\r\n/c",
+      "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 2\r\n\r\n/c",
+      "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 2\r\n\r\n/c",
+      "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nconnection: close\r\nContent-Length: 2\r\n\r\n/c",
+      "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCONNECTION:close\r\nContent-Length: 2\r\n\r\n/c",
+  };
   for (size_t i = 0; i < CM_ARRAY_SIZE(reqs); i++) {
     struct fixture f;
     struct inbox in = {0};
     setup(&f);
+    f.srv.fields = hdrs[i];
     int fd = cm_test_peer_connect(f.port);
     peer_send(fd, reqs[i], strlen(reqs[i]));
     peer_wait(&f.mgr, fd, &in, SIZE_MAX);
     ASSERT(in.eof); /* the peer sees FIN after the whole response */
-    ASSERT_EQ(in.len, sizeof(want) - 1);
-    ASSERT(memcmp(in.buf, want, in.len) == 0);
+    ASSERT_EQ(in.len, strlen(want[i]));
+    ASSERT(memcmp(in.buf, want[i], in.len) == 0);
     ASSERT_EQ(f.srv.msgs, 1);
     close(fd);
     cm_mgr_free(&f.mgr);
   }
+  static const char keep[] = RESP("2\r\n\r\n/c");
   /* HTTP/1.0 with keep-alive stays open */
   struct fixture f;
   struct inbox in = {0};
   setup(&f);
   int fd = cm_test_peer_connect(f.port);
   SEND(fd, "GET /c HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
-  peer_wait(&f.mgr, fd, &in, sizeof(want) - 1);
+  peer_wait(&f.mgr, fd, &in, sizeof(keep) - 1);
   spin(&f.mgr, 3);
   peer_recv(fd, &in);
-  ASSERT(!in.eof && in.len == sizeof(want) - 1);
+  ASSERT(!in.eof && in.len == sizeof(keep) - 1 && memcmp(in.buf, keep, in.len) == 0);
   close(fd);
   cm_mgr_free(&f.mgr);
 }
@@ -1342,7 +1364,7 @@ static void test_version_505(void) {
 static void test_host_required(void) {
   static const char no_host[] = "GET / HTTP/1.1\r\nAccept: */*\r\n\r\n";
   expect_refused(NULL, no_host, sizeof(no_host) - 1, 400);
-  static const char v10[] = "GET /old HTTP/1.0\r\n\r\n";
+  static const char v10[] = "GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
   expect_served(NULL, v10, sizeof(v10) - 1, "/old");
   static const char empty_host[] = "GET /e HTTP/1.1\r\nHost:\r\n\r\n"; /* allowed: RFC 9112 §3.2 */
   expect_served(NULL, empty_host, sizeof(empty_host) - 1, "/e");
