@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include "internal.h"
 
@@ -142,11 +141,12 @@ static void linger(struct cm_conn *c, struct http_state *st) {
   cm_timer_start(c->mgr, st->linger, CM_HTTP_LINGER_MS, CM_TIMER_ONCE, linger_over, st);
 }
 
-/* Lingering and the answer is all written: send our FIN, read on. */
+/* Lingering and the answer is all written: send our FIN (after TLS's
+ * close_notify, so that a TLS peer reads a clean end), read on. */
 static void linger_flushed(struct cm_conn *c, struct http_state *st) {
   if (!st->lingering || st->shut || c->send.len > 0 || c->fsrc != NULL || c->fd < 0) return;
   st->shut = true;
-  shutdown(c->fd, SHUT_WR);
+  cm__tls_shutdown_write(c);
 }
 
 /* Answer a request we refuse with `status` and close after it, dropping
