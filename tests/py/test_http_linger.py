@@ -71,3 +71,30 @@ def test_413_over_tls_ends_with_close_notify(make_manager, certs):
             assert err is None, (err, got[:200])
             assert got.startswith(b"HTTP/1.1 413 Content Too Large\r\n"), got[:200]
             assert b"Connection: close\r\n" in got
+
+
+def test_500_lingers_over_unread_pipelined_bytes(make_manager):
+    errors: list[BaseException] = []
+
+    def handler(conn, ev, data):
+        if ev == MG_EV_HTTP_MSG:
+            # Meanwhile the client fills the socket buffers: the close has unread input.
+            time.sleep(0.2)
+            raise ValueError("boom")
+
+    mgr = make_manager(error_handler=errors.append)
+    _, port = listen_free(mgr, handler=handler)
+    # A request, then megabytes of pipelined bytes the server never gets to parse.
+    head = b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n" + b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n" * 100
+    want = (
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+        b"Content-Length: 22\r\n\r\nInternal Server Error\n"
+    )
+    with serve(mgr):
+        for _ in range(3):
+            with socket.create_connection((HOST, port), timeout=20) as s:
+                got, err = talk(s, head, JUNK)
+            # Before: closed with unread input -> a reset, often before the 500 was read.
+            assert err is None, (err, got[:200])
+            assert got == want
+    assert [str(e) for e in errors] == ["boom"] * 3
