@@ -31,6 +31,7 @@ struct head_info {
   bool has_length; /* Content-Length given */
   bool has_te;     /* Transfer-Encoding given */
   bool close;      /* Connection: close given */
+  bool has_conn;   /* any Connection field given */
 };
 
 /* Append one "name: value\r\n" after the checks of SPEC 1.5 (no CR, LF or
@@ -56,8 +57,10 @@ static int add_pair(struct ext_buf *b, PyObject *pair, struct head_info *hi) {
   if (name_is(k.buf, k.len, "content-length")) hi->has_length = true;
   else if (name_is(k.buf, k.len, "transfer-encoding"))
     hi->has_te = true;
-  else if (name_is(k.buf, k.len, "connection") && name_is(v.buf, v.len, "close"))
-    hi->close = true;
+  else if (name_is(k.buf, k.len, "connection")) {
+    hi->has_conn = true;
+    hi->close = hi->close || name_is(v.buf, v.len, "close");
+  }
   rc = (ext_buf_add(b, k.buf, (size_t) k.len) < 0 || ext_buf_add(b, ": ", 2) < 0 ||
         ext_buf_add(b, v.buf, (size_t) v.len) < 0 || ext_buf_add(b, "\r\n", 2) < 0)
            ? -1
@@ -87,11 +90,14 @@ static int build_head(struct ext_buf *b, int status, PyObject *headers, struct h
 
 /* The framing fields we add: Content-Length for a whole body, chunked for
  * a streamed one (HTTP/1.1), none for 1xx/204/304 (RFC 9110 §8.6, RFC 9112
- * §6.1); then the blank line.  Returns the RESP_* bits, -1 on error. */
+ * §6.1); "Connection: close" when the connection ends after this response
+ * (`closes`: the request asked for it; or an unframed body) and the app gave
+ * no Connection field (RFC 9112 §9.6); then the blank line.  Returns the
+ * RESP_* bits, -1 on error. */
 static int add_framing(struct ext_buf *b, int status, const struct head_info *hi, const ext_data *body,
-                       bool chunked_ok) {
+                       bool chunked_ok, bool closes) {
   char line[48];
-  int flags = hi->close ? RESP_CLOSE : 0;
+  int flags = hi->close || closes ? RESP_CLOSE : 0;
   bool bodiless = status < 200 || status == 204 || status == 304;
   if (!bodiless && !hi->has_length && !hi->has_te) {
     if (body != NULL) {
@@ -104,6 +110,9 @@ static int add_framing(struct ext_buf *b, int status, const struct head_info *hi
       flags |= RESP_CLOSE; /* HTTP/1.0: the body ends with the connection */
     }
   }
+  if ((flags & RESP_CLOSE) && !hi->has_conn && status >= 200 &&
+      ext_buf_add(b, "Connection: close\r\n", 19) < 0)
+    return -1;
   return ext_buf_add(b, "\r\n", 2) < 0 ? -1 : flags;
 }
 
@@ -136,7 +145,7 @@ static PyObject *connection_http_response(ConnectionObject *self, PyObject *cons
       (a[4] != NULL && (chunked_ok = PyObject_IsTrue(a[4])) < 0))
     return NULL;
   struct ext_buf b;
-  struct head_info hi = {false, false, false};
+  struct head_info hi = {false, false, false, false};
   ext_data body;
   bool whole = a[2] != NULL && a[2] != Py_None, got_body = false;
   PyObject *result = NULL;
@@ -144,7 +153,9 @@ static PyObject *connection_http_response(ConnectionObject *self, PyObject *cons
   if (build_head(&b, status, a[1], &hi) < 0) goto done;
   if (whole && ext_data_get(a[2], &body, "body") < 0) goto done;
   got_body = whole;
-  int flags = add_framing(&b, status, &hi, whole ? &body : NULL, chunked_ok);
+  struct cm_conn *c = connection_live(self);
+  bool closes = c != NULL && cm_http_closes_after(c);
+  int flags = c == NULL ? -1 : add_framing(&b, status, &hi, whole ? &body : NULL, chunked_ok, closes);
   if (flags >= 0 && emit(self, &b, whole ? &body : NULL, head_only, flags) == 0)
     result = PyLong_FromLong(flags);
 done:
@@ -163,6 +174,7 @@ PyMethodDef http_response_connection_methods[] = {
      "- body None: only the head of a streamed response, announcing chunked framing when\n"
      "  no length is given and chunked is true (HTTP/1.1); the caller sends the body.\n"
      "Returns bit 1 if the head announced chunked framing, bit 2 if the connection closes\n"
-     "after the response (the app said Connection: close, or unframed HTTP/1.0)."},
+     "after the response (the request or the app said Connection: close, or unframed\n"
+     "HTTP/1.0); the head then says Connection: close unless the app gave a Connection field."},
     {NULL, NULL, 0, NULL},
 };

@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include "internal.h"
 
@@ -142,11 +141,12 @@ static void linger(struct cm_conn *c, struct http_state *st) {
   cm_timer_start(c->mgr, st->linger, CM_HTTP_LINGER_MS, CM_TIMER_ONCE, linger_over, st);
 }
 
-/* Lingering and the answer is all written: send our FIN, read on. */
+/* Lingering and the answer is all written: send our FIN (after TLS's
+ * close_notify, so that a TLS peer reads a clean end), read on. */
 static void linger_flushed(struct cm_conn *c, struct http_state *st) {
   if (!st->lingering || st->shut || c->send.len > 0 || c->fsrc != NULL || c->fd < 0) return;
   st->shut = true;
-  shutdown(c->fd, SHUT_WR);
+  cm__tls_shutdown_write(c);
 }
 
 /* Answer a request we refuse with `status` and close after it, dropping
@@ -232,7 +232,7 @@ static void on_expired(struct cm__http_wait *w, int q) {
  * answer) waits in the head queue, anything else in the idle queue.  With
  * no head timeout, a head has the idle deadline too. */
 static void track_head(struct cm_conn *c, struct http_state *st) {
-  bool in_head = st->head_len == 0 && c->recv.len > 0 && !c->is_resp && !c->is_draining;
+  bool in_head = st->head_len == 0 && c->recv.len > 0 && !c->is_resp && !c->is_draining && !st->lingering;
   if (in_head && limits(st)->head_timeout_ms != 0) wait_in(st, CM__HTTP_Q_HEAD);
   else if (st->wait.q != CM__HTTP_Q_IDLE)
     wait_in(st, CM__HTTP_Q_IDLE);
@@ -542,8 +542,8 @@ static bool next_message(struct cm_conn *c, struct http_state *st) {
 
 /* May the read loop take the next message?  A server stops while a
  * response is pending (is_resp) and once it decided to close. */
-static bool may_parse(struct cm_conn *c) {
-  if (c->is_closing || c->recv.len == 0) return false;
+static bool may_parse(struct cm_conn *c, const struct http_state *st) {
+  if (c->is_closing || c->recv.len == 0 || st->lingering) return false;
   /* Back-pressure: a peer that pipelines requests but does not read the
    * answers would have every buffered request answered in one go (1,400
    * answers from one 64 KiB read).  Stop at the send high-water mark; the
@@ -567,7 +567,7 @@ static void on_read(struct cm_conn *c, struct http_state *st) {
   /* A server closing after its response reads nothing more: drop what the
    * peer keeps sending rather than let it fill the buffer to the cap. */
   if (!c->is_client && c->is_draining) cm_iobuf_consume(&c->recv, c->recv.len);
-  while (may_parse(c) && next_message(c, st)) {
+  while (may_parse(c, st) && next_message(c, st)) {
   }
   /* `st` is gone if a handler switched protocols (detach). */
   if (!c->is_client && c->pfn == cm_http_handler) track_head(c, st);
@@ -750,6 +750,33 @@ static size_t reply_tail(char *buf, int status, size_t len) {
   return n + 4;
 }
 
+bool cm_http_closes_after(const struct cm_conn *c) {
+  const struct http_state *st = ours(c);
+  return st != NULL && !c->is_client && !c->is_listening && !st->keep_alive;
+}
+
+bool cm_http_has_field(const char *h, size_t len, const char *name) {
+  size_t n = strlen(name);
+  for (size_t at = 0; h != NULL && at < len;) {
+    if (len - at > n && h[at + n] == ':' && cm_str_casecmp(cm_str_n(h + at, n), cm_str_n(name, n)))
+      return true;
+    const char *nl = memchr(h + at, '\n', len - at);
+    if (nl == NULL) break;
+    at = (size_t) (nl - h) + 1;
+  }
+  return false;
+}
+
+/* The field a final response carries when the connection closes after it
+ * (RFC 9112 §9.6: the server that closes says so; clients such as wrk
+ * otherwise count the close as a read error).  Looked for in the caller's
+ * headers only on such a connection: keep-alive replies pay nothing. */
+static const char close_field[] = "Connection: close\r\n";
+
+static bool needs_close_field(const struct cm_conn *c, int status, const char *headers, size_t len) {
+  return status >= 200 && cm_http_closes_after(c) && !cm_http_has_field(headers, len, "Connection");
+}
+
 bool cm_http_reply(struct cm_conn *c, int status, const char *headers, size_t headers_len, const void *body,
                    size_t len) {
   char start[96], tail[48];
@@ -760,12 +787,14 @@ bool cm_http_reply(struct cm_conn *c, int status, const char *headers, size_t he
   size_t sn = status_line(start, status);
   size_t tn = reply_tail(tail, status, len);
   size_t sent = answers_head(c) ? 0 : len;
-  size_t fixed = sn + tn;
+  bool add_close = needs_close_field(c, status, headers, headers_len);
+  size_t fixed = sn + tn + (add_close ? sizeof(close_field) - 1 : 0);
   if (headers_len > SIZE_MAX - fixed || sent > SIZE_MAX - fixed - headers_len) return false;
   /* Reserve once: the response goes out whole or not at all. */
   if (cm_iobuf_reserve(&c->send, fixed + headers_len + sent) != 0) return false;
   put(c, start, sn);
   put(c, headers, headers_len);
+  if (add_close) put(c, close_field, sizeof(close_field) - 1);
   put(c, tail, tn);
   put(c, body, sent);
   if (c->is_resp) c->resp_class = (unsigned) (status / 100 <= 5 ? status / 100 : 7) & 7u;
@@ -783,13 +812,19 @@ bool cm_http_response_started(const struct cm_conn *c) {
   return c->send.len != st->send_mark || c->fsrc != NULL;
 }
 
+/* The 500 closes the way a refusal does, lingering: the rest of the
+ * request's body or pipelined requests may still be unread, and closing
+ * over them would send a reset that can destroy the 500 (RFC 9112 §9.6). */
 bool cm_http_internal_error(struct cm_conn *c) {
   static const char hdrs[] = "Content-Type: text/plain\r\nConnection: close\r\n";
   static const char body[] = "Internal Server Error\n";
   struct http_state *st = ours(c);
   if (st == NULL || c->is_client || c->is_listening || cm_http_response_started(c)) return false;
-  st->keep_alive = false; /* cm_http_end drains after it */
-  return cm_http_reply(c, 500, hdrs, sizeof(hdrs) - 1, body, sizeof(body) - 1);
+  st->keep_alive = false;
+  if (st->srv != NULL) linger(c, st); /* first: then cm_http_end does not drain */
+  bool ok = cm_http_reply(c, 500, hdrs, sizeof(hdrs) - 1, body, sizeof(body) - 1);
+  if (!ok) cm_drain(c);
+  return ok;
 }
 
 void cm_http_end(struct cm_conn *c) {
@@ -799,9 +834,10 @@ void cm_http_end(struct cm_conn *c) {
   if (st == NULL || c->is_client) return;
   if (was_pending) c->mgr->stats.http_responses[c->resp_class <= 5 ? c->resp_class : 0]++;
   active(st); /* the idle time starts now */
-  /* RFC 9112 §9.6: after the response to a "close" request, close. */
+  /* RFC 9112 §9.6: after the response to a "close" request, close (a
+   * 500 lingers instead: cm_http_internal_error). */
   if (!st->keep_alive) {
-    cm_drain(c);
+    if (!st->lingering) cm_drain(c);
     return;
   }
   /* Finished from outside our dispatch (a timer, a wakeup): come back to

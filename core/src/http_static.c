@@ -353,6 +353,14 @@ static bool send_file_body(struct cm_conn *c, const struct sbuf *h, int fd, uint
   return true;
 }
 
+/* The caller's extra headers, and "Connection: close" when the connection
+ * closes after this response (RFC 9112 §9.6) unless they say otherwise. */
+static void extra_fields(struct sbuf *h, struct cm_conn *c, const struct req *rq) {
+  sb_str(h, rq->extra);
+  if (cm_http_closes_after(c) && !cm_http_has_field(rq->extra, strlen(rq->extra), "Connection"))
+    sb_str(h, "Connection: close\r\n");
+}
+
 /* The status line, the file head, extra headers; then the body. */
 static bool send_file(struct cm_conn *c, const struct req *rq, int fd, int status, const char *fields,
                       struct cm_str type, const char *etag, uint64_t from, uint64_t len) {
@@ -361,7 +369,7 @@ static bool send_file(struct cm_conn *c, const struct req *rq, int fd, int statu
   sb_fmt(&h, "HTTP/1.1 %d %s\r\n", status, cm_http_reason(status));
   file_head(&h, type, etag, len);
   sb_str(&h, fields);
-  sb_str(&h, rq->extra);
+  extra_fields(&h, c, rq);
   sb_str(&h, "\r\n");
   bool ok = !h.bad && !c->is_closing;
   if (ok && rq->head) {
@@ -383,7 +391,7 @@ static bool not_modified(struct cm_conn *c, const struct req *rq, const char *et
   struct sbuf h;
   sb_init(&h, SIZE_MAX);
   sb_fmt(&h, "HTTP/1.1 304 Not Modified\r\nEtag: %s\r\n", etag);
-  sb_str(&h, rq->extra);
+  extra_fields(&h, c, rq);
   sb_str(&h, "\r\n");
   bool ok = !h.bad && cm_send(c, h.p, h.len);
   if (ok) cm_http_end(c);

@@ -79,6 +79,11 @@ void cm__tls_accepted(struct cm_conn *c, struct cm_conn *lsn); /* after CM_EV_AC
 void cm__tls_connected(struct cm_conn *c);                     /* after CM_EV_CONNECT: start */
 /* A TCP client: remember the host of its URL, the default SNI / host name. */
 void cm__tls_note_host(struct cm_conn *c, struct cm_str host);
+/* Our side of the conversation is over (a lingering close, http.c): send
+ * the TLS close_notify (RFC 8446 §6.1) if a healthy session runs, then shut
+ * the socket's write side.  Reading goes on: the peer may still send.  Call
+ * it with c->send empty. */
+void cm__tls_shutdown_write(struct cm_conn *c);
 
 /* resolve.c: name lookups on worker threads (cm/resolve.h).  Starts looking
  * up `host` for client `c`; the answer sets c->rem (with `port`) and calls

@@ -361,7 +361,10 @@ static struct cm__tls *tls_of(struct cm_conn *c) {
 static void drop_ssl(struct cm_conn *c, struct cm__tls *t) {
   cm_timer_stop(c->mgr, &t->deadline);
   if (t->ssl != NULL) {
-    if (t->hs_done && !t->failed && c->fd >= 0) {
+    /* Not twice: after cm__tls_shutdown_write a second call would wait
+     * for the peer's close_notify (reading the socket). */
+    bool sent = (SSL_get_shutdown(t->ssl) & SSL_SENT_SHUTDOWN) != 0;
+    if (t->hs_done && !t->failed && !sent && c->fd >= 0) {
       ERR_clear_error();
       SSL_shutdown(t->ssl); /* best effort: one try, never waited for */
     }
@@ -373,6 +376,17 @@ static void drop_ssl(struct cm_conn *c, struct cm__tls *t) {
   t->sys_err = 0;
   c->tls_io = 0;
   c->tls_want_write = 0;
+}
+
+void cm__tls_shutdown_write(struct cm_conn *c) {
+  struct cm__tls *t = c->tls;
+  if (c->fd < 0) return;
+  if (t != NULL && t->ssl != NULL && t->hs_done && !t->failed) {
+    ERR_clear_error();
+    SSL_shutdown(t->ssl); /* one close_notify record, written at once (the send queue is empty) */
+    ERR_clear_error();
+  }
+  shutdown(c->fd, SHUT_WR);
 }
 
 void cm_tls_free(struct cm_conn *c) {

@@ -83,6 +83,15 @@ def _path_info(path: str) -> str:
     return unquote_to_bytes(raw).decode("latin-1")
 
 
+def _request_closes(environ: dict[str, Any]) -> bool:
+    """Does the request end its connection (RFC 9112 9.3: "close" among the Connection
+    options, or HTTP/1.0 without "keep-alive")?  The core's rule, seen from the environ."""
+    options = {o.strip().lower() for o in environ.get("HTTP_CONNECTION", "").split(",")}
+    if "close" in options:
+        return True
+    return environ["SERVER_PROTOCOL"] == "HTTP/1.0" and "keep-alive" not in options
+
+
 def _build_environ(
     hm: HttpMessage, conn: Connection, server_name: str, server_port: int | str, root_path: str = ""
 ) -> dict[str, Any]:
@@ -384,15 +393,16 @@ class WSGIServer:
         status = resp.status or "500 Internal Server Error"
         code = int(status[:3])
         lines = [f"HTTP/1.1 {status}\r\n"]
-        has_type = has_length = False
+        has_type = has_length = has_conn = False
         for name, value in resp.headers:
             lname = name.lower()
             if lname == "content-length":
                 has_length = True
             elif lname == "content-type":
                 has_type = True
-            elif lname == "connection" and value.lower() == "close":
-                resp.close = True
+            elif lname == "connection":
+                has_conn = True
+                resp.close = resp.close or value.lower() == "close"
             lines.append(f"{name}: {value}\r\n")
         bodiless = code < 200 or code == 204 or code == 304
         if not has_type and not bodiless:
@@ -405,6 +415,10 @@ class WSGIServer:
                 resp.chunked = True
             else:
                 resp.close = True  # HTTP/1.0: the end of the body is the end of the connection
+        # RFC 9112 9.6: a response after which the connection closes says so (the
+        # request asked for it, or the body ends with the connection).
+        if not has_conn and code >= 200 and (resp.close or _request_closes(environ)):
+            lines.append("Connection: close\r\n")
         lines.append("\r\n")
         text = "".join(lines)
         # A CR or LF inside a name or value would split the response (header injection):

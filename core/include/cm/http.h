@@ -131,7 +131,9 @@ void cm_http_handler(struct cm_conn *c, int ev, void *ev_data);
 
 /* Send a complete response: "HTTP/1.1 <status> <reason>\r\n", then
  * `headers` (zero or more complete "Name: value\r\n" lines, copied as they
- * are; the caller has validated them), "Content-Length: <len>\r\n\r\n" and
+ * are; the caller has validated them), "Connection: close\r\n" for a final
+ * response when the connection closes after it (cm_http_closes_after) and
+ * `headers` name no Connection field, "Content-Length: <len>\r\n\r\n" and
  * `len` body bytes, then finish the response (cm_http_end).  Returns false if
  * nothing could be queued. */
 bool cm_http_reply(struct cm_conn *c, int status, const char *headers, size_t headers_len, const void *body,
@@ -146,6 +148,16 @@ bool cm_http_response_started(const struct cm_conn *c);
  * started (cm_http_response_started); for a handler that failed.
  * Returns whether the 500 was sent. */
 bool cm_http_internal_error(struct cm_conn *c);
+/* Server: will `c` close after the response to the request being answered
+ * (it said "Connection: close", or was HTTP/1.0 without keep-alive)?  Then
+ * that response must say "Connection: close" (RFC 9112 §9.6), which
+ * cm_http_reply and the file server add unless the caller's headers hold a
+ * Connection field already.  False on anything but an HTTP server
+ * connection. */
+bool cm_http_closes_after(const struct cm_conn *c);
+/* Does the header block `h` (complete "Name: value\r\n" lines) hold a
+ * field named `name` (case-insensitive)?  NULL or empty `h`: false. */
+bool cm_http_has_field(const char *h, size_t len, const char *name);
 /* Finish the current response after raw cm_send() calls: apply
  * "Connection: close", and let the next pipelined request through. */
 void cm_http_end(struct cm_conn *c);
