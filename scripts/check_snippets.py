@@ -26,9 +26,10 @@ For a ```python block, KIND says how it runs (no marker: `program`):
 
 A ```console block marked `<!-- example: setup -->` runs (in the example's scratch
 directory) before the next example; one marked `<!-- example: setup-page -->` before
-every later example of its page (the certificates of the TLS guide).  One marked `<!-- example: serve -->` is an
-example of its own, for the command line: its first `$ command` is started as a
-server, the other commands are run and checked as for `server`, then SIGINT.
+every later example of its page (the certificates of the TLS guide).  One marked
+`<!-- example: serve -->` is an example of its own, for the command line: its first
+`$ command` is started as a server, the other commands are run and checked as for
+`server`, then SIGINT.
 In expected output, `...` matches any text.  Ports written as `127.0.0.1:N`,
 `localhost:N`, `0.0.0.0:N` or `[::1]:N` are replaced, in the code and in its console
 block alike, by free ports.
