@@ -348,13 +348,20 @@ static PyObject *mqtt_disconnect(ConnectionObject *self, PyObject *unused) {
 PyMethodDef mqtt_connection_methods[] = {
     {"mqtt_pub", FAST_METHOD(mqtt_pub),
      "mqtt_pub($self, /, topic, message, qos=0, retain=False, properties=None)\n--\n\n"
-     "PUBLISH; returns the packet id (0 for QoS 0).  properties: MQTT 5 only."},
+     "PUBLISH message to topic; returns the packet id (0 for QoS 0).  QoS 1 and 2 acknowledgements\n"
+     "are exchanged for you.  properties: MQTT 5 only."},
     {"mqtt_sub", KW_METHOD(mqtt_sub),
-     "mqtt_sub($self, /, topic, qos=0, *, properties=None)\n--\n\nSUBSCRIBE to one topic filter."},
+     "mqtt_sub($self, /, topic, qos=0, *, properties=None)\n--\n\n"
+     "SUBSCRIBE to one topic filter ('+' one level, '#' the rest) at QoS up to qos; the SUBACK\n"
+     "arrives as MG_EV_MQTT_CMD (cmd 9)."},
     {"mqtt_unsub", KW_METHOD(mqtt_unsub),
      "mqtt_unsub($self, /, topic, *, properties=None)\n--\n\nUNSUBSCRIBE from one topic filter."},
-    {"mqtt_ping", (PyCFunction) mqtt_ping, METH_NOARGS, "mqtt_ping($self, /)\n--\n\nSend PINGREQ."},
-    {"mqtt_pong", (PyCFunction) mqtt_pong, METH_NOARGS, "mqtt_pong($self, /)\n--\n\nSend PINGRESP."},
+    {"mqtt_ping", (PyCFunction) mqtt_ping, METH_NOARGS,
+     "mqtt_ping($self, /)\n--\n\n"
+     "Send PINGREQ.  No ping is sent for you: call it from a timer within the keepalive; the\n"
+     "PINGRESP arrives as MG_EV_MQTT_CMD (cmd 13)."},
+    {"mqtt_pong", (PyCFunction) mqtt_pong, METH_NOARGS,
+     "mqtt_pong($self, /)\n--\n\nSend PINGRESP (a raw listener answering PINGREQ)."},
     {"mqtt_disconnect", (PyCFunction) mqtt_disconnect, METH_NOARGS,
      "mqtt_disconnect($self, /)\n--\n\nSend DISCONNECT (the connection stays open until the peer closes "
      "it)."},

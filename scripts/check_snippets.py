@@ -25,9 +25,11 @@ For a ```python block, KIND says how it runs (no marker: `program`):
              as NAME into the scratch directory of the next example.
 
 A ```console block marked `<!-- example: setup -->` runs (in the example's scratch
-directory) before the next example.  One marked `<!-- example: serve -->` is an
-example of its own, for the command line: its first `$ command` is started as a
-server, the other commands are run and checked as for `server`, then SIGINT.
+directory) before the next example; one marked `<!-- example: setup-page -->` before
+every later example of its page (the certificates of the TLS guide).  One marked
+`<!-- example: serve -->` is an example of its own, for the command line: its first
+`$ command` is started as a server, the other commands are run and checked as for
+`server`, then SIGINT.
 In expected output, `...` matches any text.  Ports written as `127.0.0.1:N`,
 `localhost:N`, `0.0.0.0:N` or `[::1]:N` are replaced, in the code and in its console
 block alike, by free ports.
@@ -43,7 +45,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("program", "server", "client", "fragment", "file")
-CONSOLE_KINDS = ("setup", "serve")
+CONSOLE_KINDS = ("setup", "setup-page", "serve")
 TEXT_KINDS = ("output",)
 
 FENCE = re.compile(
@@ -107,12 +109,15 @@ def examples(path: Path, root: Path = ROOT) -> list[Example]:
     """The python blocks of a page as examples, with their setup, console and output."""
     out: list[Example] = []
     setup: list[Block] = []
+    page_setup: list[Block] = []
     for b in blocks(path, root):
         if b.lang == "python" and b.marker == "file":
             setup.append(b)
         elif b.lang == "python" or (b.lang == "console" and b.marker == "serve"):
-            out.append(Example(b, b.marker or "program", setup))
+            out.append(Example(b, b.marker or "program", page_setup + setup))
             setup = []
+        elif b.lang == "console" and b.marker == "setup-page":
+            page_setup.append(b)
         elif b.lang == "console" and b.marker == "setup":
             setup.append(b)
         elif b.lang == "console" and out and out[-1].kind == "server" and out[-1].console is None:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port, port_accepts
+from conftest import free_port, have_ipv6, port_accepts
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -38,7 +38,8 @@ START_TIMEOUT = 30.0  # a server's ports accepting
 STOP_GRACE = 0.2  # before SIGINT, for a server that stops by itself
 # A port after a loopback host: "127.0.0.1:8000" in URLs, ('127.0.0.1', 8000) in Python.
 PORT_RE = re.compile(r"""(127\.0\.0\.1|localhost|0\.0\.0\.0|\[::1?\])(:|['"],\s*)(\d{4,5})\b""")
-LISTEN_RE = re.compile(r"""listen\(\s*(?:f?["'])(?:http|tcp|ws|mqtt)://[^"']*?:(\d{4,5})\b""")
+LISTEN_RE = re.compile(
+    r"""(?:listen|mqtt_broker)\(\s*(?:f?["'])(?:https?|tcp|wss?|mqtts?)://[^"']*?:(\d{4,5})\b""")
 
 EXAMPLES = [ex for md in sorted(DOCS.rglob("*.md")) for ex in check_snippets.examples(md)]
 
@@ -115,7 +116,10 @@ def console_session(text: str) -> list[tuple[str, str]]:
 
 
 def child_env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # `python3` in a console session is this interpreter, with the package under test
+    # and the peers of requirements-dev.txt (websockets, paho-mqtt).
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PATH=path)
     for name in list(env):  # curl must never go through a proxy configured around us
         if name.lower() in ("http_proxy", "https_proxy", "all_proxy"):
             del env[name]
@@ -197,6 +201,8 @@ def test_example(ex, tmp_path):
     if ex.kind == "fragment":
         compile(ex.block.code, where, "exec")
         return
+    if re.search(r"\[::1?\]", ex.block.code) and not have_ipv6():
+        pytest.skip("no ::1 on this machine")  # as tests/py/test_ipv6.py
     console = ex.console.code if ex.console else ""
     ports = port_map(ex.block.code, console, *(s.code for s in ex.setup))
     script = write_script(ex, tmp_path, ports)
