@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import poll_until
-from ws_peers import echo_server
+from ws_peers import echo_server, websocket_client_conversation
 
 from cymongoose import (
     MG_EV_CLOSE,
@@ -103,22 +103,9 @@ def test_server_initiated_close_reaches_websockets_client():
 
 
 def test_websocket_client_library(server):
-    websocket = pytest.importorskip("websocket")
+    pytest.importorskip("websocket")
     port, _ = server
-    ws = websocket.create_connection(f"ws://127.0.0.1:{port}/wc", timeout=5)
-    try:
-        ws.send("hello from websocket-client")
-        assert ws.recv() == "hello from websocket-client"
-        ws.send_binary(b"\x00\xff" * 40000)
-        assert ws.recv() == b"\x00\xff" * 40000
-        ws.ping(b"p")
-        opcode, frame = ws.recv_data_frame(control_frame=True)
-        assert opcode == websocket.ABNF.OPCODE_PONG and frame.data == b"p"
-        ws.send_close(status=1000, reason=b"bye")
-        opcode, frame = ws.recv_data_frame(control_frame=True)
-        assert opcode == websocket.ABNF.OPCODE_CLOSE and frame.data[:2] == b"\x03\xe8"
-    finally:
-        ws.close()
+    websocket_client_conversation(f"ws://127.0.0.1:{port}/wc")
 
 
 def test_200_concurrent_connections_each_echo_in_order(server):

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import tls_certs
 from conftest import DEFAULT_TIMEOUT, HOST, poll_until, serve
-from ws_peers import Echo
+from ws_peers import Echo, websocket_client_conversation
 
 from cymongoose import (
     MG_EV_ACCEPT,
@@ -165,24 +165,11 @@ def test_websockets_client_against_our_wss_server(certs, compression):
 
 
 def test_websocket_client_library_against_our_wss_server(certs):
-    websocket = pytest.importorskip("websocket")
+    pytest.importorskip("websocket")
     with wss_server(certs) as (port, rec):
-        ws = websocket.create_connection(
-            f"wss://localhost:{port}/wc", timeout=10,
+        websocket_client_conversation(
+            f"wss://localhost:{port}/wc",
             sslopt={"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": str(certs.root.cert_path)})
-        try:
-            ws.send("hello from websocket-client over tls")
-            assert ws.recv() == "hello from websocket-client over tls"
-            ws.send_binary(b"\x00\xff" * 40000)
-            assert ws.recv() == b"\x00\xff" * 40000
-            ws.ping(b"p")
-            opcode, frame = ws.recv_data_frame(control_frame=True)
-            assert opcode == websocket.ABNF.OPCODE_PONG and frame.data == b"p"
-            ws.send_close(status=1000, reason=b"bye")
-            opcode, frame = ws.recv_data_frame(control_frame=True)
-            assert opcode == websocket.ABNF.OPCODE_CLOSE and frame.data[:2] == b"\x03\xe8"
-        finally:
-            ws.close()
         assert rec.handshakes == 1 and rec.errors == []
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from conftest import DEFAULT_TIMEOUT, HOST, listen_free, raw_connect, serve
+from conftest import DEFAULT_TIMEOUT, HOST, HttpReader, listen_free, raw_connect, serve
 
 from cymongoose import (
     MG_EV_ERROR,
@@ -66,11 +66,12 @@ def close_payload(code: int, reason: bytes = b"") -> bytes:
     return struct.pack("!H", code) + reason
 
 
-class RawWs:
-    """A client socket after a successful handshake, reading server frames."""
+class RawWs(HttpReader):
+    """A client socket after a successful handshake, reading server frames (the
+    buffered, deadline-bounded reads are HttpReader's)."""
 
     def __init__(self, port: int, path: str = "/", headers: str = "", host: str = HOST):
-        self.sock = raw_connect(port, host)
+        super().__init__(raw_connect(port, host))
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall(
             (
@@ -79,26 +80,11 @@ class RawWs:
                 f"Sec-WebSocket-Version: 13\r\n{headers}\r\n"
             ).encode()
         )
-        self.buf = b""
         head = self._read_head()
         assert head.startswith(b"HTTP/1.1 101 "), head
         assert f"Sec-WebSocket-Accept: {accept_of(key)}".encode() in head, head
         self.head = head
         self.inflater: zlib._Decompress | None = None
-
-    def _fill(self, deadline: float) -> bool:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        self.sock.settimeout(left)
-        try:
-            chunk = self.sock.recv(1 << 20)
-        except (TimeoutError, ConnectionResetError):
-            return False
-        if not chunk:
-            return False
-        self.buf += chunk
-        return True
 
     def _read_head(self, timeout: float = DEFAULT_TIMEOUT) -> bytes:
         deadline = time.monotonic() + timeout
@@ -213,6 +199,28 @@ def still_serves(port: int) -> None:
     try:
         ws.send(frame(OP_TEXT, b"still here"))
         assert ws.recv_message() == (0x81, b"still here")
+    finally:
+        ws.close()
+
+
+def websocket_client_conversation(url: str, **options: Any) -> None:
+    """One conversation of the websocket-client library (a second, synchronous peer) with
+    an echo server at url: text, 80 KB of binary, a ping, a close; options go to
+    websocket.create_connection (sslopt for wss://)."""
+    import websocket
+
+    ws = websocket.create_connection(url, timeout=10, **options)
+    try:
+        ws.send("hello from websocket-client")
+        assert ws.recv() == "hello from websocket-client"
+        ws.send_binary(b"\x00\xff" * 40000)
+        assert ws.recv() == b"\x00\xff" * 40000
+        ws.ping(b"p")
+        opcode, frame = ws.recv_data_frame(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_PONG and frame.data == b"p"
+        ws.send_close(status=1000, reason=b"bye")
+        opcode, frame = ws.recv_data_frame(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_CLOSE and frame.data[:2] == b"\x03\xe8"
     finally:
         ws.close()
 
