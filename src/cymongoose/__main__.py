@@ -236,7 +236,7 @@ def _tls_opts(args: argparse.Namespace) -> Any:
     if not (args.tls_cert and args.tls_key):
         raise CliError("--tls-cert and --tls-key go together")
     try:
-        from ._mongoose import TlsOpts  # type: ignore[attr-defined]
+        from ._mongoose import TlsOpts
     except ImportError:
         raise CliError("TLS is not available in this build of cymongoose") from None
     try:
@@ -414,9 +414,9 @@ def _run_broker(args: argparse.Namespace, urls: list[str], tls: Any) -> int:
                 kw["tls"] = tls
             try:
                 if broker is None:
-                    broker = manager.mqtt_broker(url, persist=args.persist, **kw)  # type: ignore[attr-defined]
+                    broker = manager.mqtt_broker(url, persist=args.persist, **kw)
                 else:
-                    manager.mqtt_broker(url, **kw)  # type: ignore[attr-defined]
+                    manager.mqtt_broker(url, **kw)
             except RuntimeError as exc:
                 raise CliError(f"cannot listen on {url}: {exc}", EXIT_LISTEN) from None
             log.info("MQTT broker listening on %s (pid %d)", url, os.getpid())

@@ -195,9 +195,9 @@ class _Chain:
         raise _Unknown
 
     def lookup(self, name: str) -> object:
-        free = self.func.__code__.co_freevars
-        if name in free:
-            return self.func.__closure__[free.index(name)].cell_contents
+        free, cells = self.func.__code__.co_freevars, self.func.__closure__
+        if name in free and cells is not None:
+            return cells[free.index(name)].cell_contents
         return self.func.__globals__[name]  # KeyError: not analysable
 
     def value_object(self, expr: ast.expr) -> object:

@@ -152,19 +152,19 @@ class AsyncManager:
         """``Manager.mqtt_connect``."""
         manager = self._locked()
         with self._lock:
-            return manager.mqtt_connect(url, **kwargs)  # type: ignore[attr-defined,no-any-return]
+            return manager.mqtt_connect(url, **kwargs)
 
     def mqtt_listen(self, url: str, handler: Any = None) -> Connection:
         """``Manager.mqtt_listen``."""
         manager = self._locked()
         with self._lock:
-            return manager.mqtt_listen(url, handler)  # type: ignore[attr-defined,no-any-return]
+            return manager.mqtt_listen(url, handler)
 
     def sntp_connect(self, url: str, handler: Any = None) -> Connection:
         """``Manager.sntp_connect``."""
         manager = self._locked()
         with self._lock:
-            return manager.sntp_connect(url, handler)  # type: ignore[attr-defined,no-any-return]
+            return manager.sntp_connect(url, handler)
 
     def timer_add(
         self,
@@ -196,7 +196,7 @@ class AsyncManager:
             raise RuntimeError("AsyncManager is not started")
         if asyncio.iscoroutine(coro_or_callback):
             return asyncio.run_coroutine_threadsafe(coro_or_callback, loop)
-        return loop.call_soon_threadsafe(coro_or_callback)  # type: ignore[arg-type]
+        return loop.call_soon_threadsafe(coro_or_callback)
 
     # ---- properties ---------------------------------------------------------------------
 

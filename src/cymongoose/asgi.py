@@ -67,7 +67,7 @@ def _addrs(conn: Connection) -> tuple[Any, Any]:
             (local[0], local[1]) if local else None,
             (remote[0], remote[1]) if remote else None,
         )
-    return addrs  # type: ignore[no-any-return]
+    return addrs
 
 
 def _build_http_scope(
@@ -574,7 +574,7 @@ class ASGIServer:
 
     def _ws_close(self, st: _ConnState, code: int, reason: str) -> None:
         if st.ws_state == _WS_OPEN and not st.disconnected:
-            st.conn.ws_send(_close_payload(code, reason), _WS_CLOSE)  # type: ignore[attr-defined]
+            st.conn.ws_send(_close_payload(code, reason), _WS_CLOSE)
             self._schedule_flush()
         st.ws_state = _WS_CLOSED
 
@@ -618,9 +618,9 @@ class ASGIServer:
                     raise OSError("WebSocket is closed")  # like uvicorn: ClientDisconnected
                 text = message.get("text")
                 if text is not None:
-                    conn.ws_send(text, 1)  # type: ignore[attr-defined]
+                    conn.ws_send(text, 1)
                 else:
-                    conn.ws_send(message.get("bytes") or b"", WEBSOCKET_OP_BINARY)  # type: ignore[attr-defined]
+                    conn.ws_send(message.get("bytes") or b"", WEBSOCKET_OP_BINARY)
                 self._schedule_flush()
                 if conn.send_len >= _SEND_HIWAT:  # back-pressure: wait until the client reads
                     st.drained = asyncio.get_running_loop().create_future()
@@ -638,7 +638,7 @@ class ASGIServer:
                 if message.get("subprotocol"):
                     extra["Sec-WebSocket-Protocol"] = message["subprotocol"]
                 conn.set_handler(self._ws_handler)
-                conn.ws_upgrade(st.hm, extra or None)  # type: ignore[attr-defined]
+                conn.ws_upgrade(st.hm, extra or None)
                 st.ws_state = _WS_OPEN
                 self._schedule_flush()
             elif kind == "websocket.close":
@@ -749,4 +749,4 @@ def run(main: Awaitable[Any]) -> Any:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(main)  # type: ignore[arg-type]
     uvloop.install()
-    return asyncio.run(main)  # type: ignore[arg-type]
+    return asyncio.run(main)
