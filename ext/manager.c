@@ -569,16 +569,24 @@ static struct cm_conn *plain_open(struct cm_mgr *mgr, const char *url, cm_handle
   return po->fn(mgr, url, fn, fn_data);
 }
 
-PyObject *manager_open(ManagerObject *self, PyObject *url, PyObject *handler, ext_open_fn open, void *arg,
-                       const char *fail_fmt) {
-  Py_ssize_t len;
+/* The text of `url` for a new connection of an open manager, or NULL with an
+ * exception set (a closed manager, a NUL in the URL).  The UTF-8 is cached in
+ * the str object, so the callers below may each ask for it. */
+static const char *url_text(ManagerObject *self, PyObject *url, Py_ssize_t *len) {
   if (check_open(self) < 0) return NULL;
-  const char *u = PyUnicode_AsUTF8AndSize(url, &len);
-  if (u == NULL) return NULL;
-  if (strlen(u) != (size_t) len) {
+  const char *u = PyUnicode_AsUTF8AndSize(url, len);
+  if (u != NULL && strlen(u) != (size_t) *len) {
     PyErr_SetString(PyExc_ValueError, "embedded null character in url");
     return NULL;
   }
+  return u;
+}
+
+PyObject *manager_open(ManagerObject *self, PyObject *url, PyObject *handler, ext_open_fn open, void *arg,
+                       const char *fail_fmt) {
+  Py_ssize_t len;
+  const char *u = url_text(self, url, &len);
+  if (u == NULL) return NULL;
   PyObject *outer = self->call_handler; /* a handler may nest listen/connect */
   self->call_handler = handler != Py_None ? handler : NULL;
   struct cm_conn *c = open(&self->mgr, u, on_event, self, arg);
@@ -600,13 +608,8 @@ PyObject *manager_open(ManagerObject *self, PyObject *url, PyObject *handler, ex
 static PyObject *open_conn(ManagerObject *self, PyObject *url, PyObject *handler, PyObject *http,
                            const struct cm_http_limits *lim, bool listen) {
   Py_ssize_t len;
-  if (check_open(self) < 0) return NULL;
-  const char *u = PyUnicode_AsUTF8AndSize(url, &len);
+  const char *u = url_text(self, url, &len);
   if (u == NULL) return NULL;
-  if (strlen(u) != (size_t) len) {
-    PyErr_SetString(PyExc_ValueError, "embedded null character in url");
-    return NULL;
-  }
   int use_http = http == Py_None ? is_http_url(u, (size_t) len) : PyObject_IsTrue(http);
   if (use_http < 0) return NULL;
   if (lim != NULL && !use_http) {
