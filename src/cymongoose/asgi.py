@@ -441,8 +441,8 @@ class ASGIServer:
     def _send_last(self, st: _ConnState, body: bytes) -> None:
         conn = st.conn
         if st.head_only:
-            body = b""
-        if st.chunked:
+            pass  # no body, so no framing either: not even the last chunk (RFC 9110 9.3.2)
+        elif st.chunked:
             conn.send(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n")
         elif body:
             conn.send(body)

@@ -125,9 +125,17 @@ def _build_environ(
         "wsgi.multiprocess": False,
         "wsgi.run_once": False,
         "wsgi.file_wrapper": FileWrapper,
+        # wsgi.input ends where the body ends (the extension gunicorn, Werkzeug and
+        # mod_wsgi share): Flask reads a chunked body whole, as under gunicorn.
+        "wsgi.input_terminated": True,
     }
     for name, value in hm.headers():
         key = name.upper().replace("-", "_")
+        if key == "TRANSFER_ENCODING":
+            # The body was de-chunked: as RFC 9112 7.1.3 decodes it, "chunked" goes and
+            # Content-Length comes, so apps that read CONTENT_LENGTH bytes (Django) see it.
+            environ["CONTENT_LENGTH"] = str(len(body))
+            continue
         if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
             environ[key] = value
             continue

@@ -121,6 +121,36 @@ def test_streaming_head_and_500():
     assert [str(e) for e in errors] == ["boom"]
 
 
+def test_head_of_a_streamed_response_then_the_next_request():
+    """HEAD of a streamed response: the head says chunked as GET's would, and nothing
+    follows it, not even the last chunk, or the next response on the connection would
+    start with "0" (http.client closes after HEAD, so it cannot see this: raw socket)."""
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"piece", "more_body": True})
+        await send({"type": "http.response.body", "body": b"end"})
+
+    def client(port):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            c.sendall(b"HEAD /s HTTP/1.1\r\nHost: h\r\n\r\n")
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                head += c.recv(1)
+            c.sendall(b"GET /s HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            rest = b""
+            while chunk := c.recv(65536):
+                rest += chunk
+        return head, rest
+
+    head, rest = run_with(app, client)
+    assert head.startswith(b"HTTP/1.1 200") and b"Transfer-Encoding: chunked" in head
+    assert rest.startswith(b"HTTP/1.1 200")
+    assert rest.endswith(b"\r\n\r\n5\r\npiece\r\n3\r\nend\r\n0\r\n\r\n")
+
+
 def test_http_disconnect_reaches_the_app():
     got = []
 

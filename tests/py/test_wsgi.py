@@ -83,6 +83,30 @@ def test_input_by_size_line_and_iteration():
     assert got == {"first": b"abc", "line": b"def\n", "rest": [b"line2\n", b"line3"]}
 
 
+def test_chunked_request_body_reaches_the_app():
+    """A chunked request body is de-chunked (RFC 9112 7.1.3): the app sees its length in
+    CONTENT_LENGTH, no Transfer-Encoding, and an input that ends with the body."""
+    seen = {}
+
+    def app(environ, start_response):
+        seen.update(environ)
+        body = environ["wsgi.input"].read()  # to the end: wsgi.input_terminated
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
+
+    with Served(app) as s, socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(
+            b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n5\r\nsent \r\n9\r\nin chunks\r\n0\r\n\r\n"
+        )
+        reply = b""
+        while chunk := c.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"sent in chunks")
+    assert seen["CONTENT_LENGTH"] == "14" and seen["wsgi.input_terminated"] is True
+    assert "HTTP_TRANSFER_ENCODING" not in seen
+
+
 def test_duplicate_headers_head_and_close_called():
     closed = []
 
