@@ -10,7 +10,9 @@
  * c->is_resp stays set until the response is finished (cm_http_end, which
  * cm_http_reply calls).  While it is set, further pipelined requests wait in
  * c->recv; a response finished later (from a timer, a wakeup) asks the loop
- * for a synthetic CM_EV_READ (cm_resume) to come back to them.
+ * for a synthetic CM_EV_READ (cm_resume) to come back to them.  A WebSocket
+ * upgrade answers the same way, in the event or later: ws.c asks
+ * cm__http_may_upgrade, then cm__http_hand_over lets go of the connection.
  *
  * Server connections share their listener's limits (cm/http.h) and wait in
  * one of its two deadline queues (http_srv.c): the head queue from the
