@@ -26,7 +26,10 @@ ConnectionObject *connection_new(cm_state *st, struct cm_conn *c) {
   return self;
 }
 
-void connection_detach(ConnectionObject *conn) { conn->c = NULL; }
+void connection_detach(ConnectionObject *conn) {
+  if (conn->c != NULL) conn->ws_close = conn->c->ws_close_code; /* asked for after MG_EV_CLOSE too */
+  conn->c = NULL;
+}
 
 /* The core connection, or NULL with RuntimeError set. */
 struct cm_conn *connection_live(ConnectionObject *self) {
@@ -83,6 +86,14 @@ static int connection_set_userdata(ConnectionObject *self, PyObject *value, void
 static PyObject *connection_get_id(ConnectionObject *self, void *closure) {
   (void) closure;
   return PyLong_FromUnsignedLongLong(self->c != NULL ? self->c->id : 0);
+}
+
+/* The peer's WebSocket close code (cm/conn.h), None before one is known. */
+static PyObject *connection_get_ws_close_code(ConnectionObject *self, void *closure) {
+  (void) closure;
+  unsigned code = self->c != NULL ? self->c->ws_close_code : self->ws_close;
+  if (code == 0) Py_RETURN_NONE;
+  return PyLong_FromUnsignedLong(code);
 }
 
 /* Which flag a shared getter reads. */
@@ -309,6 +320,10 @@ static PyGetSetDef connection_getset[] = {
     FLAG("is_tls", F_TLS, "TLS requested or active."),
     FLAG("is_udp", F_UDP, "Datagram socket."),
     FLAG("is_websocket", F_WEBSOCKET, "Upgraded to WebSocket."),
+    {"ws_close_code", (getter) connection_get_ws_close_code, NULL,
+     "WebSocket: the code of the peer's close frame (1005 if it had none, 1006 if the connection\n"
+     "ended without one); None before.",
+     NULL},
     FLAG("is_readable", F_READABLE, "Last readiness test said readable."),
     FLAG("is_writable", F_WRITABLE, "Last readiness test said writable."),
     FLAG("is_full", F_FULL, "Reading paused: too much unsent data."),

@@ -104,6 +104,7 @@ typedef struct {
   uint64_t events;       /* bit e: the effective handler may react to event e */
   PyObject *userdata;    /* user object or NULL (strong) */
   PyObject *weakreflist; /* weak references to us */
+  unsigned ws_close;     /* c->ws_close_code, kept when the core connection goes */
 } ConnectionObject;
 
 /* What every view starts with. */
@@ -112,10 +113,13 @@ typedef struct {
   const void *msg;  /* borrowed from the event; NULL when invalid */
 } ViewObject;
 
-/* HttpMessage: a view of a struct cm_http_msg (the layout of ViewObject). */
+/* HttpMessage: a view of a struct cm_http_msg (the layout of ViewObject),
+ * or a detached copy (HttpMessage.copy()) that owns the message and its
+ * bytes and is never invalidated. */
 typedef struct {
   PyObject ob_base;             /* PyObject_HEAD */
-  const struct cm_http_msg *hm; /* borrowed from the event; NULL when invalid */
+  const struct cm_http_msg *hm; /* borrowed from the event (NULL when invalid), or `own` */
+  struct cm_http_msg *own;      /* a copy's message, its bytes after it (PyMem); NULL for a view */
 } HttpMessageObject;
 _Static_assert(offsetof(HttpMessageObject, hm) == offsetof(ViewObject, msg), "a view starts like ViewObject");
 

@@ -5,7 +5,13 @@
  * the handler returns, so it can never read freed memory.  Python objects
  * are built only when a getter asks, keeping the per-event cost at one
  * small allocation.  Text is UTF-8 with surrogateescape: any byte survives a
- * round trip. */
+ * round trip.
+ *
+ * copy() detaches one: the message and its bytes (head and body) copied
+ * into one block the object owns (cm_http_msg_copy), so it stays valid
+ * after the event, for answering the request later (ws_upgrade,
+ * serve_file, serve_dir from a timer or a coroutine).  manager.c never
+ * sees a copy (it invalidates only the views it made). */
 #include "ext.h"
 
 #define QUERY_VAR_MAX 2048 /* decoded query values must be shorter (SPEC 1.6) */
@@ -37,6 +43,7 @@ static const struct cm_http_header *find_header(const struct cm_http_msg *hm, st
 
 static void message_dealloc(HttpMessageObject *self) {
   PyTypeObject *tp = Py_TYPE(self);
+  PyMem_Free(self->own);
   tp->tp_free(self);
   Py_DECREF(tp);
 }
@@ -128,6 +135,30 @@ static PyObject *message_header_var(HttpMessageObject *self, PyObject *args, PyO
 
 static int message_bool(HttpMessageObject *self) { return self->hm != NULL; }
 
+/* A detached copy; a copy is immutable, so copying one gives itself. */
+static PyObject *message_copy(HttpMessageObject *self, PyObject *unused) {
+  (void) unused;
+  if (self->own != NULL) return Py_NewRef(self);
+  if (self->hm == NULL) {
+    PyErr_SetString(PyExc_ValueError, "HttpMessage is not valid for this event");
+    return NULL;
+  }
+  size_t n = self->hm->message.len;
+  if (n > PY_SSIZE_T_MAX - sizeof(struct cm_http_msg)) return PyErr_NoMemory();
+  struct cm_http_msg *own = PyMem_Malloc(sizeof(*own) + n);
+  if (own == NULL) return PyErr_NoMemory();
+  PyTypeObject *tp = Py_TYPE(self);
+  HttpMessageObject *cp = (HttpMessageObject *) tp->tp_alloc(tp, 0);
+  if (cp == NULL) {
+    PyMem_Free(own);
+    return NULL;
+  }
+  cm_http_msg_copy(own, self->hm, (char *) (own + 1));
+  cp->own = own;
+  cp->hm = own;
+  return (PyObject *) cp;
+}
+
 static PyGetSetDef message_getset[] = {
     {"method", (getter) message_get_slice, NULL, "Request method; 'HTTP/1.1' for a response.",
      (void *) offsetof(struct cm_http_msg, method)},
@@ -153,11 +184,17 @@ static PyMethodDef message_methods[] = {
      "status($self, /)\n--\n\nStatus code of a response, 0 for a request, None if invalid."},
     {"header_var", KW_METHOD(message_header_var),
      "header_var($self, /, header_name, var_name)\n--\n\nValue of `var_name=` inside a header, or None."},
+    {"copy", (PyCFunction) message_copy, METH_NOARGS,
+     "copy($self, /)\n--\n\nA detached HttpMessage owning a copy of the request (head and body): it\n"
+     "stays valid after the handler returns, so ws_upgrade(), serve_file() and serve_dir() can answer\n"
+     "the request later.  ValueError on an invalid view."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyType_Slot message_slots[] = {
-    {Py_tp_doc, "A view of an HTTP message, valid only while its event handler runs."},
+    {Py_tp_doc,
+     "A view of an HTTP message, valid only while its event handler runs\n"
+     "(copy() gives one that stays valid)."},
     {Py_tp_dealloc, message_dealloc},
     {Py_tp_getset, message_getset},
     {Py_tp_methods, message_methods},

@@ -119,9 +119,18 @@ static PyObject *connection_ws_upgrade(ConnectionObject *self, PyObject *const *
     return NULL;
   }
   ManagerObject *m = ext_hold_manager(c);
-  cm_ws_upgrade(c, hm, h.p, h.len, NULL); /* refused: the client got its 4xx */
+  bool was_draining = c->is_draining;
+  bool ok = cm_ws_upgrade(c, hm, h.p, h.len, NULL);
+  /* Refused as a handshake: the client got its 4xx and the connection
+   * drains.  Refused as a connection: nothing was sent (closing: dropped,
+   * as ws_send does; answered already: the application's mistake). */
+  bool answered_now = !ok && !was_draining && c->is_draining;
   ext_buf_free(&h);
   if (ext_release_manager(m) < 0) return NULL;
+  if (!ok && !answered_now && !c->is_closing) {
+    PyErr_SetString(PyExc_RuntimeError, "ws_upgrade: the request was answered already");
+    return NULL;
+  }
   Py_RETURN_NONE;
 }
 
@@ -160,7 +169,9 @@ PyMethodDef ws_connection_methods[] = {
     {"ws_upgrade", FAST_METHOD(connection_ws_upgrade),
      "ws_upgrade($self, /, message, extra_headers=None)\n--\n\n"
      "Answer a WebSocket upgrade request with 101; MG_EV_WS_OPEN fires inside the call.\n"
-     "A request that is no valid handshake gets 426 (or 400) and the connection closes."},
+     "A request that is no valid handshake gets 426 (or 400) and the connection closes.\n"
+     "From MG_EV_HTTP_MSG with its view, or later with message.copy() while the request is\n"
+     "unanswered; RuntimeError if it was answered already, nothing on a closing connection."},
     {"ws_send", FAST_METHOD(connection_ws_send),
      "ws_send($self, /, data, op=WEBSOCKET_OP_TEXT)\n--\n\n"
      "Send one WebSocket frame with FIN set; op 8 (close) starts the closing handshake."},

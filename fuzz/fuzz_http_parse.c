@@ -7,7 +7,8 @@
  *  - the result depends only on the bytes it covers: parsing any prefix
  *    gives 0 while the head is not all there, then the same head (and the
  *    same slices) once it is; an error on a prefix stays an error, and a
- *    prefix never completes where the whole input did not.
+ *    prefix never completes where the whole input did not;
+ *  - cm_http_msg_copy moves every slice into its own buffer.
  * Prefixes are parsed from exact-size copies so a read past the given
  * length is an ASan report, not a silent look at the next byte. */
 #include <stddef.h>
@@ -82,6 +83,17 @@ static void check_same(const struct cm_http_msg *a, const char *abuf, const stru
   FUZZ_CHECK(a->is_chunked == b->is_chunked && a->keep_alive == b->keep_alive);
 }
 
+/* cm_http_msg_copy into an exact-size buffer: the same message, every slice
+ * at the same place relative to the message's start. */
+static void check_copy(const struct cm_http_msg *hm) {
+  struct cm_http_msg cp;
+  char *buf = fuzz_dup(hm->message.buf, hm->message.len, 0);
+  cm_http_msg_copy(&cp, hm, buf);
+  FUZZ_CHECK(cp.message.buf == buf && cp.message.len == hm->message.len);
+  check_same(&cp, buf, hm, hm->message.buf);
+  free(buf);
+}
+
 /* Parse the first k bytes (an exact-size copy) against the full result r. */
 static void check_prefix(const uint8_t *data, size_t k, int r, const struct cm_http_msg *full) {
   struct cm_http_msg hm;
@@ -104,6 +116,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (r > 0) {
     check_success(buf, r, &hm);
     check_lookup(&hm);
+    check_copy(&hm);
   }
   /* A few prefixes per input: every one would cost O(n^2) per input and
    * slow the fuzzer down more than it finds. */

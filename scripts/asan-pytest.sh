@@ -7,7 +7,7 @@
 #   default tests  tests/py/test_http_server.py test_wakeup*.py test_timer.py
 #                  test_http_badinput.py test_http_static.py test_http_client.py
 #                  test_http_limits.py test_tls.py test_http_strict.py test_sntp.py
-#                  test_resolve.py test_ws_rfc.py test_ws_api.py
+#                  test_resolve.py test_ws_rfc.py test_ws_api.py test_ws_late.py
 #                  test_ws_peers.py test_ws_client_rfc.py test_mqtt_client.py
 #                  test_mqtt_listen.py test_mqtt_broker.py test_mqtt_interop.py
 #                  test_mqtt_broker_ws.py test_wss.py test_mqtts.py
@@ -89,7 +89,7 @@ if [[ $# -eq 0 ]]; then
     tests/py/test_abuse.py tests/py/test_http_badinput.py tests/py/test_http_static.py \
     tests/py/test_http_client.py tests/py/test_http_limits.py tests/py/test_tls.py \
     tests/py/test_http_strict.py tests/py/test_sntp.py tests/py/test_resolve.py tests/py/test_ws_rfc.py \
-    tests/py/test_ws_api.py tests/py/test_ws_peers.py tests/py/test_ws_client_rfc.py \
+    tests/py/test_ws_api.py tests/py/test_ws_late.py tests/py/test_ws_peers.py tests/py/test_ws_client_rfc.py \
     tests/py/test_mqtt_client.py tests/py/test_mqtt_listen.py tests/py/test_mqtt_broker.py \
     tests/py/test_mqtt_interop.py tests/py/test_mqtt_broker_ws.py tests/py/test_wss.py \
     tests/py/test_mqtts.py tests/py/test_http_conn_close.py tests/py/test_http_linger.py \

@@ -10,7 +10,9 @@
  * c->is_resp stays set until the response is finished (cm_http_end, which
  * cm_http_reply calls).  While it is set, further pipelined requests wait in
  * c->recv; a response finished later (from a timer, a wakeup) asks the loop
- * for a synthetic CM_EV_READ (cm_resume) to come back to them.
+ * for a synthetic CM_EV_READ (cm_resume) to come back to them.  A WebSocket
+ * upgrade answers the same way, in the event or later: ws.c asks
+ * cm__http_may_upgrade, then cm__http_hand_over lets go of the connection.
  *
  * Server connections share their listener's limits (cm/http.h) and wait in
  * one of its two deadline queues (http_srv.c): the head queue from the
@@ -42,6 +44,7 @@ struct http_state {
   bool keep_alive;     /* server: the request being answered keeps the conn */
   bool head_request;   /* server: it was HEAD, so replies carry no body */
   bool dispatching;    /* inside our CM_EV_HTTP_MSG: no resume needed */
+  bool begun;          /* server: the handler began an answer it has not finished */
   bool lingering;      /* server: an error answer went out; dropping input */
   bool shut;           /* server: lingering, and our side is shut down */
   /* server only */
@@ -518,6 +521,9 @@ static bool deliver(struct cm_conn *c, struct http_state *st, struct cm_http_msg
   st->dispatching = true;
   fire(c, CM_EV_HTTP_MSG, hm);
   st->dispatching = false;
+  /* Later the send buffer drains: what the handler began must be known
+   * now, so that a late upgrade cannot be sent after half an answer. */
+  if (ours(c) == st) st->begun = c->is_resp && cm_http_response_started(c);
   cm_iobuf_consume(&c->recv, total);
   reset(st);
   return still_ours(c, st);
@@ -691,6 +697,21 @@ struct cm__http_srv *cm__http_srv_of(struct cm_conn *c) {
   if (!c->is_listening) return c->pfn_data != NULL ? ((struct http_state *) c->pfn_data)->srv : NULL;
   if (c->pfn_data == NULL) c->pfn_data = cm__http_srv_new(c->mgr, NULL, on_expired);
   return c->pfn_data;
+}
+
+bool cm__http_may_upgrade(const struct cm_conn *c) {
+  if (c->pfn != cm_http_handler) return true; /* another protocol answers for itself */
+  const struct http_state *st = c->pfn_data;
+  if (st == NULL || c->is_client || c->is_listening || !c->is_resp || st->lingering) return false;
+  return st->dispatching ? !cm_http_response_started(c) : !st->begun && !c->is_draining;
+}
+
+void cm__http_hand_over(struct cm_conn *c) {
+  struct http_state *st = ours(c);
+  if (st == NULL || st->dispatching) return; /* deliver() detaches after the event */
+  c->pfn_data = NULL;
+  free_state(st);
+  if (c->recv.len > 0) cm_resume(c);
 }
 
 /* ---- sending --------------------------------------------------------------- */

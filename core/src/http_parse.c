@@ -413,6 +413,32 @@ int cm_http_dechunk(const char *buf, size_t len, size_t *data_ofs, size_t *data_
   return (int) (s.p - buf);
 }
 
+/* `s` moved from src->message to `buf`; empty if it lies elsewhere. */
+static struct cm_str rebase(struct cm_str s, struct cm_str from, char *buf) {
+  if (s.buf == NULL || from.buf == NULL || s.buf < from.buf || s.len > from.len ||
+      (size_t) (s.buf - from.buf) > from.len - s.len)
+    return cm_str_n(NULL, 0);
+  return cm_str_n(buf + (s.buf - from.buf), s.len);
+}
+
+void cm_http_msg_copy(struct cm_http_msg *dst, const struct cm_http_msg *src, char *buf) {
+  struct cm_str from = src->message;
+  size_t n = src->num_headers < CM_HTTP_MAX_HEADERS ? src->num_headers : CM_HTTP_MAX_HEADERS;
+  if (dst != src) *dst = *src;
+  if (from.len > 0) memcpy(buf, from.buf, from.len);
+  dst->method = rebase(src->method, from, buf);
+  dst->uri = rebase(src->uri, from, buf);
+  dst->query = rebase(src->query, from, buf);
+  dst->proto = rebase(src->proto, from, buf);
+  for (size_t i = 0; i < n; i++) {
+    dst->headers[i].name = rebase(src->headers[i].name, from, buf);
+    dst->headers[i].value = rebase(src->headers[i].value, from, buf);
+  }
+  dst->body = rebase(src->body, from, buf);
+  dst->head = rebase(src->head, from, buf);
+  dst->message = rebase(from, from, buf);
+}
+
 const struct cm_str *cm_http_header(const struct cm_http_msg *hm, const char *name) {
   struct cm_str want = cm_str_c(name);
   for (size_t i = 0; i < hm->num_headers; i++) {

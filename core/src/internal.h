@@ -158,6 +158,19 @@ void cm__idmap_del(struct cm_idmap *m, uint64_t id);
 struct cm__http_srv *cm__http_srv_of(struct cm_conn *c);
 struct cm_ws_opts *cm__http_srv_ws(struct cm__http_srv *s);
 
+/* http.c: WebSocket takes a server connection over from HTTP (cm_ws_upgrade),
+ * inside the request's CM_EV_HTTP_MSG or later.  _may_upgrade: may `c`
+ * switch now?  An HTTP server connection only while its request is
+ * delivered and unanswered (is_resp, no answer begun, not closing); a
+ * connection of another protocol decides for itself (true).  _hand_over:
+ * call it just before replacing c->pfn and c->pfn_data.  Inside the
+ * request's dispatch HTTP lets go when the event returns (detach); outside
+ * it, nobody would: the state is freed now (leaving its deadline queue, so
+ * no head or idle timeout fires on the new protocol) and a read is resumed
+ * for the bytes already buffered, which are the new protocol's. */
+bool cm__http_may_upgrade(const struct cm_conn *c);
+void cm__http_hand_over(struct cm_conn *c);
+
 /* ws.c: another core protocol carried inside the messages of a WebSocket
  * (the MQTT broker's ws:// listeners).  After cm__ws_carry(c, inner, arg)
  * on an open WebSocket, `inner(arg, ev, ev_data)` receives CM_EV_WS_MSG and

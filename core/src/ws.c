@@ -260,6 +260,7 @@ static void on_control(struct cm_conn *c, struct ws_state *st, uint8_t op, struc
     return;
   }
   st->got_close = true;
+  c->ws_close_code = (uint16_t) code;
   fire(c, CM_EV_WS_CTL, &m);
   /* §5.5.1: answer with a close frame, echoing the code (none if none came),
    * then close the TCP connection (§7.1.1) once it is written. */
@@ -498,6 +499,8 @@ bool cm_ws_upgrade(struct cm_conn *c, const struct cm_http_msg *hm, const char *
   char accept[32], proto[192], ext[160];
   struct cm_str key;
   if (c->is_closing || c->is_client || c->is_listening || c->is_websocket) return false;
+  /* Answered already (or answering): nothing is sent, nothing changes. */
+  if (!cm__http_may_upgrade(c)) return false;
   if (headers == NULL) headers_len = 0;
   if (!check_request(c, hm, &key)) return false;
   if (!accept_key(key, accept)) return refuse(c, 500, "Connection: close\r\n", "Internal error\n");
@@ -523,8 +526,10 @@ bool cm_ws_upgrade(struct cm_conn *c, const struct cm_http_msg *hm, const char *
   cm_send(c, head, (size_t) n);
   cm_send(c, headers, headers_len);
   cm_send(c, "\r\n", 2);
-  /* HTTP lets go of the connection when our event returns (http.c
-   * detach); what follows the request in c->recv then reaches us. */
+  /* HTTP lets go of the connection: when its event returns if this is its
+   * CM_EV_HTTP_MSG, else now; what follows the request in c->recv then
+   * reaches us through a resumed read. */
+  cm__http_hand_over(c);
   c->is_resp = 0;
   c->pfn = cm_ws_handler;
   c->pfn_data = st;
@@ -636,6 +641,8 @@ void cm_ws_handler(struct cm_conn *c, int ev, void *ev_data) {
   (void) ev_data;
   if (st == NULL) return;
   if (ev == CM_EV_CLOSE) {
+    /* RFC 6455 §7.1.5: closed without a close frame from the peer. */
+    if (st->phase == OPEN && c->ws_close_code == 0) c->ws_close_code = 1006;
     if (st->inner != NULL) st->inner(st->inner_arg, CM_EV_CLOSE, NULL);
     c->pfn_data = NULL;
     free_state(st);

@@ -129,7 +129,8 @@ MG_LL_VERBOSE: Final[int]
 
 @final
 class HttpMessage:
-    """A view of an HTTP message; valid only while its event handler runs."""
+    """A view of an HTTP message; valid only while its event handler runs (``copy()``
+    gives one that stays valid)."""
 
     @property
     def method(self) -> str: ...
@@ -148,6 +149,13 @@ class HttpMessage:
     def query_var(self, name: str, /) -> str | None: ...
     def status(self) -> int | None: ...
     def header_var(self, header_name: str, var_name: str) -> str | None: ...
+    def copy(self) -> HttpMessage:
+        """A detached HttpMessage that owns a copy of the request (head and body).
+
+        It stays valid after the handler returns, so ``ws_upgrade()``, ``serve_file()``
+        and ``serve_dir()`` can answer the request later (from a timer, a coroutine);
+        every accessor works on it.  A copy's ``copy()`` is itself.  An invalid view
+        raises ``ValueError("HttpMessage is not valid for this event")``."""
     def __bool__(self) -> bool: ...
 
 @final
@@ -211,6 +219,10 @@ class Connection:
     def is_udp(self) -> bool: ...
     @property
     def is_websocket(self) -> bool: ...
+    @property
+    def ws_close_code(self) -> int | None:
+        """The code of the peer's WebSocket close frame: 1005 if it had no code, 1006 if the
+        connection ended without one (RFC 6455 7.1.5); None before.  Kept after MG_EV_CLOSE."""
     @property
     def is_readable(self) -> bool: ...
     @property
@@ -308,7 +320,12 @@ class Connection:
         client offered is echoed unless ``extra_headers`` names one; permessage-deflate
         is negotiated when offered (unless the listener has ``ws_deflate=False``).
         A request that is no WebSocket handshake is answered with 426 (no key, no
-        ``Upgrade: websocket``, or a version other than 13) or 400, and closed."""
+        ``Upgrade: websocket``, or a version other than 13) or 400, and closed.
+
+        Called from MG_EV_HTTP_MSG with its view, or later with ``message.copy()``
+        while the request is unanswered (an application that checks something
+        first).  ``RuntimeError`` if the request was answered already; nothing
+        happens on a closing connection."""
     def ws_send(self, data: str | Buffer, op: int = 1) -> None:
         """Send one frame with FIN set: text (str as UTF-8), binary, ping, pong or close (8).
 

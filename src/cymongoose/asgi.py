@@ -338,8 +338,11 @@ class ASGIServer:
             st.drained.set_result(None)
         if st.ws_queue is not None and st.ws_state != _WS_NONE:
             st.ws_state = _WS_CLOSED
-            # SPEC 1.13: 1000 (the close frame's code is not reported by the binding).
-            st.ws_queue.put_nowait({"type": "websocket.disconnect", "code": 1000})
+            st.hm = None
+            # The client's close code (1005: its close frame had none); 1006 when the
+            # connection ended without a close frame, or before the upgrade was answered.
+            code = conn.ws_close_code or 1006
+            st.ws_queue.put_nowait({"type": "websocket.disconnect", "code": code})
 
     def _on_write(self, conn: Connection) -> None:
         st = self._conns.get(conn.id)
@@ -487,24 +490,15 @@ class ASGIServer:
         st.ws_queue = asyncio.Queue()
         st.ws_queue.put_nowait({"type": "websocket.connect"})
         self._conns[st.id] = st
-        # The app runs now, inside this event, until it first waits: its websocket.accept
-        # must answer the upgrade request while the request's view is valid (ws_upgrade).
+        # The app runs now, inside this event, until it first waits: an app that accepts
+        # at once answers with the request's view, no copy.  One that waits first (an auth
+        # check, a lookup) answers later, with a copy of the request that outlives the view.
         st.hm = hm
         try:
             self._start_ws(st, self.app(st.scope, self._ws_receive(st), self._ws_send(st)))
         finally:
-            st.hm = None
-        if st.ws_state == _WS_CONNECTING and st.task is not None:
-            # Suspended before accepting: a later accept can no longer answer with 101.
-            self._report(
-                RuntimeError(
-                    "ASGI WebSocket: the app awaited something before websocket.accept; "
-                    "cymongoose answers the upgrade while the request is parsed, so accept first"
-                )
-            )
-            st.ws_state = _WS_CLOSED
-            conn.reply(500, b"WebSocket accept came too late\n")
-            self._ws_push(st, {"type": "websocket.disconnect", "code": 1006})
+            waiting = st.ws_state == _WS_CONNECTING and st.task is not None
+            st.hm = hm.copy() if waiting else None
 
     def _start_ws(self, st: _ConnState, coro: Any) -> None:
         loop = self._loop
@@ -558,8 +552,7 @@ class ASGIServer:
     def _ws_failed(self, st: _ConnState, exc: BaseException) -> None:
         self._report(exc)
         if st.ws_state == _WS_CONNECTING and st.hm is not None:
-            st.conn.reply(500, b"Internal Server Error\n")
-            st.ws_state = _WS_CLOSED
+            self._ws_refuse(st, 500, b"Internal Server Error\n")
         elif st.ws_state == _WS_OPEN:
             self._ws_close(st, 1011, "")  # RFC 6455 7.4.1: an unexpected condition
 
@@ -568,8 +561,14 @@ class ASGIServer:
         if st.ws_state == _WS_OPEN and not st.disconnected:
             self._ws_close(st, 1000, "")
         elif st.ws_state == _WS_CONNECTING and st.hm is not None:
-            st.conn.reply(403, b"Forbidden\n")  # returned without accepting
-            st.ws_state = _WS_CLOSED
+            self._ws_refuse(st, 403, b"Forbidden\n")  # returned without accepting
+        self._schedule_flush()
+
+    def _ws_refuse(self, st: _ConnState, status: int, body: bytes) -> None:
+        """Answer the upgrade request with an HTTP error instead of 101 (as uvicorn does)."""
+        st.conn.reply(status, body)
+        st.ws_state = _WS_CLOSED
+        st.hm = None
         self._schedule_flush()
 
     def _ws_close(self, st: _ConnState, code: int, reason: str) -> None:
@@ -627,24 +626,24 @@ class ASGIServer:
                     await st.drained
                     st.drained = None
             elif kind == "websocket.accept":
+                if st.disconnected:  # the client left meanwhile: receive() says so
+                    return
                 if st.ws_state != _WS_CONNECTING or st.hm is None:
-                    raise RuntimeError(
-                        "websocket.accept: not connecting, or too late (see the log)"
-                    )
+                    raise RuntimeError("websocket.accept: the WebSocket is not connecting")
                 extra = {
                     bytes(k).decode("latin-1"): bytes(v).decode("latin-1")
                     for k, v in message.get("headers") or ()
                 }
                 if message.get("subprotocol"):
                     extra["Sec-WebSocket-Protocol"] = message["subprotocol"]
+                hm, st.hm = st.hm, None
                 conn.set_handler(self._ws_handler)
-                conn.ws_upgrade(st.hm, extra or None)
+                conn.ws_upgrade(hm, extra or None)
                 st.ws_state = _WS_OPEN
                 self._schedule_flush()
             elif kind == "websocket.close":
                 if st.ws_state == _WS_CONNECTING and st.hm is not None:
-                    conn.reply(403, b"Forbidden\n")  # ASGI: close before accept is a 403
-                    st.ws_state = _WS_CLOSED
+                    self._ws_refuse(st, 403, b"Forbidden\n")  # ASGI: close before accept is a 403
                 else:
                     self._ws_close(st, int(message.get("code", 1000)), message.get("reason") or "")
             else:

@@ -37,6 +37,9 @@ struct cm_conn {
   struct cm_addr rem;         /* peer address (UDP listener: last sender) */
   struct cm_iobuf recv;       /* bytes received, not yet consumed */
   struct cm_iobuf send;       /* bytes queued, not yet written */
+  uint16_t ws_close_code;     /* WebSocket: the peer's close code; 1005 if its close frame had
+                                 none, 1006 if the connection ended without one (RFC 6455
+                                 §7.1.5); 0 before.  Kept until the connection is freed */
   unsigned is_listening : 1;  /* listening socket */
   unsigned is_client : 1;     /* created by cm_connect */
   unsigned is_accepted : 1;   /* created by accept */

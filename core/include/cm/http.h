@@ -72,6 +72,14 @@ int cm_http_parse(const char *buf, size_t len, struct cm_http_msg *hm);
 /* The value of the first header named `name` (ASCII case-insensitive), or
  * NULL.  Points into `hm`. */
 const struct cm_str *cm_http_header(const struct cm_http_msg *hm, const char *name);
+/* Copy `src` into `dst` with every slice pointing into `buf`, which the
+ * caller provides with src->message.len bytes (the head and body as
+ * received: every slice of a parsed message lies in it) and owns: `dst`
+ * stays valid as long as `buf` does, after the connection consumed or freed
+ * the bytes `src` points into.  A slice outside src->message becomes empty.
+ * Pure: no allocation.  For answering a request later (cm_ws_upgrade,
+ * cm_http_serve_file from a timer). */
+void cm_http_msg_copy(struct cm_http_msg *dst, const struct cm_http_msg *src, char *buf);
 /* Reason phrase for a status code ("OK", "Not Found"), "" if unknown. */
 const char *cm_http_reason(int status);
 /* Decode the chunk of a chunked body (RFC 9112 §7.1) that starts buf[0..len).

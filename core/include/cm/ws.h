@@ -160,15 +160,26 @@ struct cm_ws_opts {
   bool no_deflate;      /* never negotiate permessage-deflate */
 };
 
-/* Server: answer the upgrade request `hm` of connection `c` (call it from
- * CM_EV_HTTP_MSG; c must be an HTTP server connection).  On success it
+/* Server: answer the upgrade request `hm` of connection `c`, an HTTP server
+ * connection whose request was delivered (CM_EV_HTTP_MSG) and not answered
+ * yet: from CM_EV_HTTP_MSG itself, or later (a timer, a wakeup, once an
+ * application decided).  Meanwhile HTTP keeps c->is_resp set and parses
+ * nothing more.  Later, the request's bytes are gone from c->recv, so `hm`
+ * must then be a copy that owns them (cm_http_msg_copy, taken during the
+ * event).  On a connection that was answered already (or began an answer,
+ * is closing, draining, or no HTTP server connection) it returns false
+ * without sending or changing anything.  On success it
  * queues "101 Switching Protocols" with Upgrade, Connection,
  * Sec-WebSocket-Accept, the negotiated Sec-WebSocket-Extensions, the first
  * Sec-WebSocket-Protocol the client offered (unless `headers` holds one),
  * then `headers` (complete "Name: value\r\n" lines, validated by the
  * caller, copied as they are), makes `c` a WebSocket (c->is_websocket,
  * c->pfn), fires CM_EV_WS_OPEN(hm) synchronously and returns true.  Bytes
- * the client sent after the request belong to the WebSocket.
+ * the client sent after the request belong to the WebSocket (a read is
+ * resumed for those already buffered).  HTTP's state goes with the
+ * upgrade: when CM_EV_HTTP_MSG returns, or at once when called later (no
+ * head or idle timeout of HTTP's applies to the WebSocket).  The peer's
+ * close code is c->ws_close_code (cm/conn.h).
  * A request that is no WebSocket handshake gets an answer instead and the
  * connection drains (false is returned): no Sec-WebSocket-Key, or no
  * "Upgrade: websocket" -> 426 "WS upgrade expected"; Sec-WebSocket-Version
