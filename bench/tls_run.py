@@ -144,11 +144,10 @@ def section(res: dict, a: argparse.Namespace, started: str, minutes: float) -> l
     lines += ["", "- wrk shares the 2 cores with the server and pays for the client side of every "
               "handshake: handshakes/s is bounded by the box; CPU µs per handshake is the "
               "server's own work, the steadier number.",
-              "- socket errors: wrk `read` errors, one per new connection for both cymongoose "
-              "servers: their answer to a `Connection: close` request does not say "
-              "`Connection: close` (nginx's does), so wrk expects keep-alive and counts the "
-              "close that follows as an error. Every request was answered; the header is HTTP's "
-              "business (RFC 9112 9.6), not TLS's.",
+              "- socket errors: wrk `read` errors, one per new connection for the original: "
+              "its answer to a `Connection: close` request does not say `Connection: close` "
+              "(ours and nginx's do, RFC 9112 9.6), so wrk expects keep-alive and counts the "
+              "close that follows as an error. Every request was answered.",
               f"- load average before / after: {a.load[0]} / {a.load[1]} (other work shared "
               "the machine: compare servers within this table only).", END]
     return lines
