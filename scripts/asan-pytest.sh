@@ -11,7 +11,7 @@
 #                  test_ws_peers.py test_ws_client_rfc.py test_mqtt_client.py
 #                  test_mqtt_listen.py test_mqtt_broker.py test_mqtt_interop.py
 #                  test_mqtt_broker_ws.py test_wss.py test_mqtts.py
-#                  test_abuse.py test_http_conn_close.py test_http_linger.py
+#                  test_abuse.py test_http_conn_close.py
 #                  test_ws_error_state.py test_aio.py test_wsgi.py test_asgi.py
 #                  test_asgi_ws.py  (PYTEST_ARGS replace the list)
 #   ASAN_VENV      venv of the sanitized build (default build/venv-asan)
@@ -92,7 +92,7 @@ if [[ $# -eq 0 ]]; then
     tests/py/test_ws_api.py tests/py/test_ws_late.py tests/py/test_ws_peers.py tests/py/test_ws_client_rfc.py \
     tests/py/test_mqtt_client.py tests/py/test_mqtt_listen.py tests/py/test_mqtt_broker.py \
     tests/py/test_mqtt_interop.py tests/py/test_mqtt_broker_ws.py tests/py/test_wss.py \
-    tests/py/test_mqtts.py tests/py/test_http_conn_close.py tests/py/test_http_linger.py \
+    tests/py/test_mqtts.py tests/py/test_http_conn_close.py \
     tests/py/test_ws_error_state.py tests/py/test_aio.py tests/py/test_wsgi.py tests/py/test_asgi.py \
     tests/py/test_asgi_ws.py
 fi
