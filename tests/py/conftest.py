@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
+import subprocess
 import threading
 import time
 import urllib.error
@@ -377,3 +378,34 @@ def curl() -> str:
     if not path:
         pytest.skip("curl is not installed")
     return path
+
+
+class LoggedProcess:
+    """A subprocess whose output lines a thread collects, so a test can wait for a line
+    (a server's "listening on ...") without blocking on the pipe.  `stream` is the pipe
+    to read: proc.stdout or proc.stderr."""
+
+    def __init__(self, proc: subprocess.Popen[str], stream: Any) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._stream = stream
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            self.lines.append(line)
+
+    def wait_log(self, pattern: str, count: int = 1, timeout: float = 20) -> list[re.Match[str]]:
+        """The first `count` matches of `pattern` in the output, waiting at most `timeout`
+        s (less if the process exits); AssertionError with the output otherwise."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [m for m in map(rx.search, list(self.lines)) if m]
+            if len(found) >= count:
+                return found
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"no {pattern!r} x{count} in:\n{''.join(self.lines)}")

@@ -24,13 +24,13 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import LoggedProcess
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("flask")
@@ -74,12 +74,12 @@ def command(server: str, app: str, workers: int) -> list[str]:
     ]  # fmt: skip
 
 
-class Server:
+class Server(LoggedProcess):
     """One server subprocess (a session of its own, so its workers die with it)."""
 
     def __init__(self, server: str, app: str, workers: int) -> None:
         self.name = server
-        self.proc = subprocess.Popen(
+        proc = subprocess.Popen(
             command(server, app, workers),
             cwd=EXAMPLES,
             env=dict(os.environ, PYTHONUNBUFFERED="1"),
@@ -89,29 +89,10 @@ class Server:
             text=True,
             start_new_session=True,
         )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__(proc, proc.stdout)
         url_rx, ready_rx, _ = READY[server]
-        self.url = self._wait(url_rx, 1)[0].group(1)
-        self._wait(ready_rx, workers)
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def _wait(self, pattern: str, count: int) -> list[re.Match[str]]:
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            found = [m for m in map(rx.search, list(self.lines)) if m]
-            if len(found) >= count:
-                return found
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"{self.name}: no {pattern!r} x{count} in:\n{''.join(self.lines)}")
+        self.url = self.wait_log(url_rx, 1, START_TIMEOUT)[0].group(1)
+        self.wait_log(ready_rx, workers, START_TIMEOUT)
 
     def stop(self) -> int | None:
         """SIGTERM, then the exit code; SIGKILL to the whole session if it hangs."""

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import LoggedProcess
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("flask")
@@ -26,12 +27,12 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LISTEN = re.compile(r"listening on (\S+) \(pid (\d+)\)")
 
 
-class Server:
+class Server(LoggedProcess):
     """A `python -m cymongoose ...` subprocess and what it logged."""
 
     def __init__(self, args: list[str], cwd: Path) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "cymongoose", *args],
             cwd=cwd,
             env=env,
@@ -39,26 +40,7 @@ class Server:
             stderr=subprocess.PIPE,
             text=True,
         )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def wait_log(self, pattern: str, count: int = 1, timeout: float = 20) -> list[re.Match[str]]:
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = [m for m in map(rx.search, list(self.lines)) if m]
-            if len(found) >= count:
-                return found
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"no {pattern!r} x{count} in: {''.join(self.lines)}")
+        super().__init__(proc, proc.stderr)
 
     @property
     def url(self) -> str:
