@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from ws_peers import UPGRADE_REQUEST
 
 from cymongoose import Connection
 from cymongoose.asgi import ASGIServer
@@ -252,10 +253,7 @@ def test_client_gone_before_the_late_accept():
     async def client(url):
         port = int(url.rsplit(":", 1)[1])
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
+        writer.write(UPGRADE_REQUEST)
         await writer.drain()
         writer.close()
         return await asyncio.wait_for(seen.get(), 10)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from conftest import listen_free, poll_until, raw_connect, serve, wait_until
-from ws_peers import OP_BINARY, OP_PING, OP_TEXT, RawWs, echo_server, frame
+from ws_peers import OP_BINARY, OP_PING, OP_TEXT, UPGRADE_REQUEST, RawWs, echo_server, frame
 
 from cymongoose import (
     MG_EV_CLOSE,
@@ -152,10 +152,7 @@ def test_extra_headers_validated_like_reply(headers, pattern):
         _, port = listen_free(mgr)
         with serve(mgr):
             s = raw_connect(port)
-            s.sendall(
-                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            )
+            s.sendall(UPGRADE_REQUEST)
             assert s.recv(4096).startswith(b"HTTP/1.1 500 ")
             s.close()
     finally:
@@ -167,11 +164,7 @@ def test_extra_headers_validated_like_reply(headers, pattern):
 def test_pipelined_frames_after_the_upgrade_request_belong_to_the_websocket():
     with echo_server() as (port, _):
         s = raw_connect(port)
-        s.sendall(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            + frame(OP_TEXT, b"early bird")
-        )
+        s.sendall(UPGRADE_REQUEST + frame(OP_TEXT, b"early bird"))
         data = b""
         for _ in range(100):
             data += s.recv(4096)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import HOST, listen_free, raw_connect, serve, wait_until
-from ws_peers import OP_CLOSE, OP_TEXT, RawWs, close_payload, frame
+from ws_peers import OP_CLOSE, OP_TEXT, UPGRADE_REQUEST, RawWs, close_payload, frame
 
 from cymongoose import (
     MG_EV_CLOSE,
@@ -270,10 +270,7 @@ def test_client_gone_before_the_late_upgrade():
         _, port = listen_free(mgr)
         with serve(mgr):
             s = raw_connect(port)
-            s.sendall(
-                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            )
+            s.sendall(UPGRADE_REQUEST)
             s.close()
             assert wait_until(lambda: len(got) == 2)
         assert got == [("closed", None), "Connection has been closed"]
