@@ -108,6 +108,13 @@ static struct cm_conn *listen_late(struct cm_mgr *mgr, struct late *l) {
   return lsn;
 }
 
+/* A peer of `lsn` that has sent the upgrade request: its socket. */
+static int send_upgrade(const struct cm_conn *lsn) {
+  int fd = cm_test_peer_connect(lsn->loc.port);
+  ASSERT(send(fd, upgrade_req, sizeof(upgrade_req) - 1, 0) == (ssize_t) sizeof(upgrade_req) - 1);
+  return fd;
+}
+
 /* The request and a frame sent before the answer: the 101 comes late, the
  * frame is delivered once the connection is a WebSocket, and no HTTP
  * deadline closes it afterwards. */
@@ -115,10 +122,9 @@ static void test_upgrade_from_timer(void) {
   struct cm_mgr mgr;
   struct late l;
   struct cm_conn *lsn = listen_late(&mgr, &l);
-  int fd = cm_test_peer_connect(lsn->loc.port);
+  int fd = send_upgrade(lsn);
   uint8_t frame[64];
   size_t fl = client_frame(frame, CM_WS_FIN | CM_WS_OP_TEXT, "early", 5);
-  ASSERT(send(fd, upgrade_req, sizeof(upgrade_req) - 1, 0) == (ssize_t) sizeof(upgrade_req) - 1);
   ASSERT(send(fd, frame, fl, 0) == (ssize_t) fl);
   char buf[2048];
   size_t n = 0;
@@ -153,8 +159,7 @@ static void test_peer_gone_before_upgrade(void) {
   struct cm_mgr mgr;
   struct late l;
   struct cm_conn *lsn = listen_late(&mgr, &l);
-  int fd = cm_test_peer_connect(lsn->loc.port);
-  ASSERT(send(fd, upgrade_req, sizeof(upgrade_req) - 1, 0) == (ssize_t) sizeof(upgrade_req) - 1);
+  int fd = send_upgrade(lsn);
   for (int i = 0; i < WAIT_MS / 10 && l.id == 0; i++) cm_mgr_poll(&mgr, 10);
   ASSERT(l.id != 0);
   close(fd);
@@ -169,8 +174,7 @@ static void test_closing_refuses(void) {
   struct cm_mgr mgr;
   struct late l;
   struct cm_conn *lsn = listen_late(&mgr, &l);
-  int fd = cm_test_peer_connect(lsn->loc.port);
-  ASSERT(send(fd, upgrade_req, sizeof(upgrade_req) - 1, 0) == (ssize_t) sizeof(upgrade_req) - 1);
+  int fd = send_upgrade(lsn);
   for (int i = 0; i < WAIT_MS / 10 && l.id == 0; i++) cm_mgr_poll(&mgr, 10);
   struct cm_conn *c = cm_mgr_find(&mgr, l.id);
   ASSERT(c != NULL);
@@ -192,8 +196,7 @@ static void test_answered_refuses(void) {
   struct late l;
   struct cm_conn *lsn = listen_late(&mgr, &l);
   l.reply_first = true;
-  int fd = cm_test_peer_connect(lsn->loc.port);
-  ASSERT(send(fd, upgrade_req, sizeof(upgrade_req) - 1, 0) == (ssize_t) sizeof(upgrade_req) - 1);
+  int fd = send_upgrade(lsn);
   char buf[2048];
   size_t n = 0;
   ASSERT(read_until(&mgr, fd, buf, sizeof(buf), &n, "\r\n\r\nok"));
@@ -220,8 +223,7 @@ static void test_close_code_abnormal(void) {
   struct cm_mgr mgr;
   struct late l;
   struct cm_conn *lsn = listen_late(&mgr, &l);
-  int fd = cm_test_peer_connect(lsn->loc.port);
-  ASSERT(send(fd, upgrade_req, sizeof(upgrade_req) - 1, 0) == (ssize_t) sizeof(upgrade_req) - 1);
+  int fd = send_upgrade(lsn);
   char buf[2048];
   size_t n = 0;
   ASSERT(read_until(&mgr, fd, buf, sizeof(buf), &n, "\r\n\r\n"));
