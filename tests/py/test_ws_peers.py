@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from conftest import poll_until
-from ws_peers import echo_server, websocket_client_conversation
+from ws_peers import echo_server, peer_echo, peer_server, websocket_client_conversation
 
 from cymongoose import (
     MG_EV_CLOSE,
@@ -29,7 +28,6 @@ from cymongoose import (
 websockets = pytest.importorskip("websockets")
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 from websockets.sync.client import connect as ws_client  # noqa: E402
-from websockets.sync.server import serve as ws_serve  # noqa: E402
 
 LENGTHS = [0, 1, 125, 126, 127, 65535, 65536, 3 << 20]
 
@@ -140,26 +138,6 @@ def running_manager(handler: Any, **kw: Any) -> Iterator[int]:
             yield port
     finally:
         mgr.close()
-
-
-@contextmanager
-def peer_server(handler: Any, **kw: Any) -> Iterator[int]:
-    srv = ws_serve(handler, "127.0.0.1", 0, **kw)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield srv.socket.getsockname()[1]
-    finally:
-        srv.shutdown()
-        t.join(10)
-
-
-def peer_echo(ws: Any) -> None:
-    try:
-        for msg in ws:
-            ws.send(msg)
-    except ConnectionClosed:
-        pass
 
 
 class Client:

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import tls_certs
 from conftest import DEFAULT_TIMEOUT, HOST, poll_until, serve
-from ws_peers import Echo, websocket_client_conversation
+from ws_peers import Echo, peer_echo, peer_server, websocket_client_conversation
 
 from cymongoose import (
     MG_EV_ACCEPT,
@@ -44,7 +44,6 @@ from cymongoose import (
 websockets = pytest.importorskip("websockets")
 from websockets.asyncio.client import connect as ws_connect_async  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
-from websockets.sync.server import serve as ws_serve  # noqa: E402
 
 # Across the 7-bit, 16-bit and 64-bit length encodings (RFC 6455 5.2), and
 # larger than one TLS record (16 KiB) and than the 64 KiB read budget.
@@ -202,21 +201,8 @@ def peer_wss_server(certs: tls_certs.Certs, pem: tls_certs.Pem | None = None,
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(pem.cert_path), str(pem.key_path))
 
-    def echo(ws: Any) -> None:
-        try:
-            for msg in ws:
-                ws.send(msg)
-        except ConnectionClosed:
-            pass
-
-    srv = ws_serve(echo, HOST, 0, ssl=ctx, max_size=None, **kw)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield srv.socket.getsockname()[1]
-    finally:
-        srv.shutdown()
-        t.join(10)
+    with peer_server(peer_echo, ssl=ctx, max_size=None, **kw) as port:
+        yield port
 
 
 @pytest.mark.parametrize("deflate", [True, False])
@@ -348,18 +334,11 @@ def test_server_speaks_first_and_sees_alpn(manager, certs):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(certs.leaf.cert_path), str(certs.leaf.key_path))
     ctx.set_alpn_protocols(["http/1.1"])
-    srv = ws_serve(greet, HOST, 0, ssl=ctx)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        port = srv.socket.getsockname()[1]
+    with peer_server(greet, ssl=ctx) as port:
         _, cl = wss_connect(manager, f"wss://localhost:{port}/", TlsOpts(ca=certs.root.cert))
         assert cl.opened is not None, cl.errors
         assert poll_until(manager, lambda: len(cl.msgs) >= 2, timeout=10)
         assert cl.msgs == [(0x81, b"alpn http/1.1"), (0x82, b"\x07" * 100_000)]
-    finally:
-        srv.shutdown()
-        t.join(10)
 
 
 def test_request_and_first_frame_in_one_record(certs):

@@ -11,6 +11,7 @@ import hashlib
 import os
 import socket
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -230,6 +231,33 @@ def websocket_client_conversation(url: str, **options: Any) -> None:
         assert opcode == websocket.ABNF.OPCODE_CLOSE and frame.data[:2] == b"\x03\xe8"
     finally:
         ws.close()
+
+
+@contextmanager
+def peer_server(handler: Any, host: str = HOST, **kw: Any) -> Iterator[int]:
+    """The websockets library's (sync) server with `handler`, on a thread: its port.
+    kw go to websockets.sync.server.serve (ssl=, max_size=, subprotocols=...)."""
+    from websockets.sync.server import serve as ws_serve
+
+    srv = ws_serve(handler, host, 0, **kw)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield srv.socket.getsockname()[1]
+    finally:
+        srv.shutdown()
+        t.join(10)
+
+
+def peer_echo(ws: Any) -> None:
+    """A peer_server handler: echo every message until the client closes."""
+    from websockets.exceptions import ConnectionClosed
+
+    try:
+        for msg in ws:
+            ws.send(msg)
+    except ConnectionClosed:
+        pass
 
 
 def is_eof(sock: socket.socket) -> bool:
