@@ -414,18 +414,6 @@ static bool accept_key(struct cm_str key, char out[29]) {
   return n == 28;
 }
 
-/* Does the header block `h` (complete lines) have a field called `name`? */
-static bool block_has(const char *h, size_t len, const char *name) {
-  size_t nl = strlen(name);
-  for (size_t i = 0; i + nl < len;) {
-    if (h[i + nl] == ':' && cm_str_casecmp(cm_str_n(h + i, nl), cm_str_n(name, nl))) return true;
-    const char *eol = memchr(h + i, '\n', len - i);
-    if (eol == NULL) break;
-    i = (size_t) (eol - h) + 1;
-  }
-  return false;
-}
-
 static const struct cm_str *trimmed(const struct cm_str *s, struct cm_str *out) {
   if (s == NULL) return NULL;
   *out = *s;
@@ -466,7 +454,7 @@ static void pick_protocol(const struct cm_http_msg *hm, const char *headers, siz
                           size_t size) {
   out[0] = '\0';
   const struct cm_str *offer = cm_http_header(hm, "Sec-WebSocket-Protocol");
-  if (offer == NULL || block_has(headers, hlen, "Sec-WebSocket-Protocol")) return;
+  if (offer == NULL || cm_http_has_field(headers, hlen, "Sec-WebSocket-Protocol")) return;
   size_t i = 0, e;
   while (i < offer->len && (offer->buf[i] == ' ' || offer->buf[i] == '\t')) i++;
   for (e = i; e < offer->len && offer->buf[e] != ',' && offer->buf[e] != ' ' && offer->buf[e] != '\t';) e++;
@@ -508,7 +496,7 @@ bool cm_ws_upgrade(struct cm_conn *c, const struct cm_http_msg *hm, const char *
   struct cm__ws_pmd pmd;
   pick_protocol(hm, headers, headers_len, proto, sizeof(proto));
   ext[0] = '\0';
-  if (!o.no_deflate && !block_has(headers, headers_len, "Sec-WebSocket-Extensions"))
+  if (!o.no_deflate && !cm_http_has_field(headers, headers_len, "Sec-WebSocket-Extensions"))
     pick_deflate(hm, &pmd, ext, sizeof(ext));
   struct ws_state *st = new_state(c, &o);
   if (st != NULL && ext[0] != '\0' && (st->z = cm__ws_z_new(&pmd, true)) == NULL) ext[0] = '\0';
