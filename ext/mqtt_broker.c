@@ -174,16 +174,13 @@ static int range_arg(PyObject *obj, const char *name, long lo, long hi, long dfl
   return 0;
 }
 
-/* The schemes served, and whether they are the TLS ones. */
-static const struct {
-  const char *prefix;
-  bool tls;
-} schemes[] = {{"mqtt://", false}, {"tcp://", false}, {"ws://", false}, {"mqtts://", true}, {"wss://", true}};
+/* The schemes served (cm_url_is_ssl tells the TLS ones). */
+static const char *const schemes[] = {"mqtt://", "tcp://", "ws://", "mqtts://", "wss://"};
 
-/* The index in schemes[] of url's scheme, or -1 (ValueError set). */
-static int url_scheme(PyObject *u, const char *us) {
+/* 0 if the broker serves url's scheme, else -1 (ValueError set). */
+static int check_scheme(PyObject *u, const char *us) {
   for (size_t i = 0; i < CM_ARRAY_SIZE(schemes); i++) {
-    if (is_scheme(us, schemes[i].prefix)) return (int) i;
+    if (is_scheme(us, schemes[i])) return 0;
   }
   PyErr_Format(PyExc_ValueError,
                "mqtt_broker() serves mqtt://, mqtts://, ws://, wss:// and tcp:// URLs, not '%U'", u);
@@ -223,9 +220,8 @@ static PyObject *manager_mqtt_broker(ManagerObject *self, PyObject *args, PyObje
   PyObject *u = url != NULL ? Py_NewRef(url) : PyUnicode_FromString("mqtt://0.0.0.0:1883");
   const char *us = u != NULL ? PyUnicode_AsUTF8(u) : NULL;
   if (us == NULL) goto done;
-  int scheme = url_scheme(u, us);
-  if (scheme < 0) goto done;
-  if (tls != Py_None && !schemes[scheme].tls) {
+  if (check_scheme(u, us) < 0) goto done;
+  if (tls != Py_None && !cm_url_is_ssl(us)) {
     /* The scheme says whether the port speaks TLS.  (An mqtts:// listener
      * without tls= may get listener.tls_init() next, or tls_init() in
      * MG_EV_ACCEPT; a client that finds no TLS there is refused.) */
