@@ -443,11 +443,10 @@ class ASGIServer:
 
     def _send_last(self, st: _ConnState, body: bytes) -> None:
         conn = st.conn
-        if st.head_only:
-            pass  # no body, so no framing either: not even the last chunk (RFC 9110 9.3.2)
-        elif st.chunked:
+        # HEAD: no body, so no framing either, not even the last chunk (RFC 9110 9.3.2).
+        if st.chunked and not st.head_only:
             conn.send(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n")
-        elif body:
+        elif body and not st.head_only:
             conn.send(body)
         self._end(st, finished=False, close=st.close_after)
 
